@@ -1,0 +1,1 @@
+"""Client code for the NOWPayments API: IPN signatures and related helpers."""
