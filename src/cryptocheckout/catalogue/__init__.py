@@ -1,0 +1,1 @@
+"""The shop's catalogue: products, prices and the stock of licence keys."""

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cryptocheckout.kit.db import Base
+from cryptocheckout.kit.models import CreatedAt, Timestamps, UUIDPrimaryKey
+from cryptocheckout.kit.types import Money, UTCDateTime
+
+
+class Product(UUIDPrimaryKey, Timestamps, Base):
+    __tablename__ = "products"
+
+    sku: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    price: Mapped[Decimal] = mapped_column(Money)
+    currency: Mapped[str] = mapped_column(String(10))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class LicenceKey(UUIDPrimaryKey, CreatedAt, Base):
+    """One deliverable key of a product; `order_id` is set when it is handed to an order."""
+
+    __tablename__ = "licence_keys"
+    __table_args__ = (
+        UniqueConstraint("product_id", "secret"),
+        Index(None, "product_id", "order_id"),
+    )
+
+    product_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("products.id", ondelete="CASCADE")
+    )
+    secret: Mapped[str] = mapped_column(Text)
+    order_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("orders.id", ondelete="SET NULL"), default=None
+    )
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -1,0 +1,1 @@
+"""Shared plumbing that every domain package imports: database, money, jobs, HTTP errors."""

@@ -1,0 +1,23 @@
+"""Every table, imported in one place so the metadata (and Alembic) sees them all."""
+
+from cryptocheckout.catalogue.models import LicenceKey, Product
+from cryptocheckout.kit.db import Base
+from cryptocheckout.kit.idempotency_models import IdempotencyKey
+from cryptocheckout.kit.jobs_models import Job
+from cryptocheckout.orders.models import Order, OrderItem
+from cryptocheckout.payments.models import Payment, StatusChange
+from cryptocheckout.webhooks.models import RejectedWebhook, WebhookLog
+
+__all__ = [
+    "Base",
+    "IdempotencyKey",
+    "Job",
+    "LicenceKey",
+    "Order",
+    "OrderItem",
+    "Payment",
+    "Product",
+    "RejectedWebhook",
+    "StatusChange",
+    "WebhookLog",
+]

@@ -1,0 +1,1 @@
+"""Orders: what a customer buys, priced from the catalogue."""

@@ -1,0 +1,1 @@
+"""Payments: NOWPayments invoices and payments of an order, and the one state machine."""

@@ -1,0 +1,1 @@
+"""Incoming NOWPayments notifications: verified, stored durably, then applied by the worker."""
