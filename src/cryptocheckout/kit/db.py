@@ -14,7 +14,12 @@ from typing import Any
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase
 
 # Named constraints make migrations reproducible on both databases and let SQLite's batch
@@ -99,10 +104,10 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 async def unit_of_work(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """A session for one request or job: the caller commits once; anything else rolls back."""
+    """A session for one request or job: the caller commits once; anything else rolls back.
+
+    Closing the session rolls back what was not committed and detaches the objects without
+    expiring them, so a response can still be built from them afterwards.
+    """
     async with sessionmaker() as session:
-        try:
-            yield session
-        finally:
-            if session.in_transaction():
-                await session.rollback()
+        yield session

@@ -56,14 +56,15 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if not isinstance(value, datetime) or value.tzinfo is None:
             raise ValueError("timestamps must be timezone-aware datetimes")
-        value = value.astimezone(UTC)
+        utc: datetime = value.astimezone(UTC)
         # SQLite has no time zone type: store UTC wall time, which also sorts as text.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        assert isinstance(value, datetime)
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)

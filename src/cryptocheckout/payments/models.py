@@ -57,7 +57,9 @@ class Payment(UUIDPrimaryKey, Timestamps, Base):
     order_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("orders.id", ondelete="CASCADE"), index=True
     )
-    provider: Mapped[str] = mapped_column(String(32), default="nowpayments", server_default="nowpayments")
+    provider: Mapped[str] = mapped_column(
+        String(32), default="nowpayments", server_default="nowpayments"
+    )
     kind: Mapped[PaymentKind] = mapped_column(status_enum(PaymentKind, "payment_kind"))
     # NOWPayments' payment_id; for an invoice it arrives with the first notification.
     external_id: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)

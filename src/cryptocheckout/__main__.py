@@ -1,0 +1,5 @@
+import sys
+
+from cryptocheckout.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The staff's API and console, behind the ADMIN_TOKEN bearer token."""

@@ -1,0 +1,79 @@
+"""The `cryptocheckout` command: migrate, serve, worker, sandbox, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from cryptocheckout.config import ConfigurationError, Settings, get_settings
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
+    from cryptocheckout.kit.migrate import upgrade
+
+    upgrade(settings.database_url)
+    print("database is at the latest migration")
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from cryptocheckout.app import create_app
+
+    settings.require("nowpayments_api_key", "nowpayments_ipn_secret", "admin_token")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+
+
+def cmd_sandbox(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from cryptocheckout.nowpayments.sandbox import SandboxConfig, create_sandbox_app
+
+    settings.require("nowpayments_api_key", "nowpayments_ipn_secret")
+    config = SandboxConfig.from_env(public_url=f"http://{args.host}:{args.port}")
+    uvicorn.run(create_sandbox_app(config), host=args.host, port=args.port, log_level="info")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cryptocheckout", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    migrate = commands.add_parser("migrate", help="apply all migrations to DATABASE_URL")
+    migrate.set_defaults(handler=cmd_migrate)
+
+    serve = commands.add_parser("serve", help="serve the API and pages")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-worker", action="store_true", help="do not run a job worker here")
+    serve.set_defaults(handler=cmd_serve)
+
+    sandbox = commands.add_parser("sandbox", help="run the offline NOWPayments sandbox")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8100)
+    sandbox.set_defaults(handler=cmd_sandbox)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging()
+    try:
+        args.handler(get_settings(), args)
+    except ConfigurationError as exc:
+        print(f"cryptocheckout: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Request helpers shared by the routers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cryptocheckout.config import Settings
+
+
+def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    return sessionmaker
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SessionMaker = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
+AppSettings = Annotated[Settings, Depends(get_settings)]

@@ -1,0 +1,112 @@
+"""Every error is application/problem+json (RFC 9457): type, title, status, detail, errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any, cast
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("cryptocheckout.http")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(Exception):
+    """An error the caller should see, with its HTTP status and a stable type slug."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        type_: str | None = None,
+        title: str | None = None,
+        errors: Sequence[dict[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.title = title or HTTPStatus(status).phrase
+        self.type = type_ or self.title.lower().replace(" ", "-")
+        self.errors = list(errors) if errors is not None else None
+        self.extra = extra or {}
+        self.headers = dict(headers) if headers else None
+
+
+def field_error(loc: Sequence[str | int], msg: str, type_: str = "value_error") -> dict[str, Any]:
+    return {"loc": list(loc), "msg": msg, "type": type_}
+
+
+def validation_problem(detail: str, errors: Sequence[dict[str, Any]]) -> Problem:
+    return Problem(422, detail, type_="validation-error", errors=errors)
+
+
+def not_found(what: str) -> Problem:
+    return Problem(404, f"{what} not found", type_="not-found")
+
+
+def problem_response(problem: Problem) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": problem.type,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+    }
+    if problem.errors is not None:
+        body["errors"] = problem.errors
+    body.update(problem.extra)
+    return JSONResponse(
+        body, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=problem.headers
+    )
+
+
+def _clean_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    # Pydantic's raw errors carry the offending input and exception objects: the input can
+    # be huge or not JSON-serialisable, so only location, message and type go back.
+    return [
+        field_error(
+            [part for part in error.get("loc", ()) if isinstance(part, str | int)],
+            str(error.get("msg", "invalid value")),
+            str(error.get("type", "value_error")),
+        )
+        for error in errors
+    ]
+
+
+async def _handle_problem(_request: Request, exc: Exception) -> JSONResponse:
+    return problem_response(cast(Problem, exc))
+
+
+async def _handle_validation(_request: Request, exc: Exception) -> JSONResponse:
+    errors = _clean_errors(cast(RequestValidationError, exc).errors())
+    if any(error["type"] == "json_invalid" for error in errors):
+        return problem_response(
+            Problem(400, "The request body is not valid JSON.", type_="malformed-json")
+        )
+    return problem_response(validation_problem("The request is not valid.", errors))
+
+
+async def _handle_http(_request: Request, exc: Exception) -> JSONResponse:
+    exc = cast(StarletteHTTPException, exc)
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    return problem_response(Problem(exc.status_code, detail, headers=exc.headers))
+
+
+async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(Problem(500, "An unexpected error occurred.", type_="internal-error"))
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Problem, _handle_problem)
+    app.add_exception_handler(RequestValidationError, _handle_validation)
+    app.add_exception_handler(StarletteHTTPException, _handle_http)
+    app.add_exception_handler(Exception, _handle_unexpected)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import EmailStr, Field, StringConstraints
+
+from cryptocheckout.kit.schemas import MoneyOut, RequestModel, ResponseModel
+
+ProductRef = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+
+
+class OrderItemIn(RequestModel):
+    product_id: ProductRef
+    quantity: int = Field(strict=True, ge=1, le=100)
+
+
+class OrderCreate(RequestModel):
+    email: EmailStr = Field(max_length=320)
+    items: list[OrderItemIn] = Field(min_length=1, max_length=50)
+
+
+class OrderItemOut(ResponseModel):
+    product_id: uuid.UUID
+    sku: str
+    name: str
+    quantity: int
+    unit_price: MoneyOut
+
+
+class PaymentSummary(ResponseModel):
+    id: uuid.UUID
+    status: str
+    provider_status: str | None
+    payment_url: str | None
+    pay_amount: MoneyOut | None
+    pay_currency: str | None
+    pay_address: str | None
+    expires_at: datetime | None
+
+
+class OrderOut(ResponseModel):
+    id: uuid.UUID
+    status: str
+    email: str
+    total: MoneyOut
+    currency: str
+    items: list[OrderItemOut]
+    created_at: datetime
+    updated_at: datetime
+
+
+class CreatedOrderOut(OrderOut):
+    access_token: str
+
+
+class OrderView(OrderOut):
+    payment: PaymentSummary | None
+    delivery_url: str | None

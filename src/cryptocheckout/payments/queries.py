@@ -1,0 +1,24 @@
+"""Read-side queries of payments used by other domains."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cryptocheckout.orders.schemas import PaymentSummary
+from cryptocheckout.payments.models import Payment
+
+
+async def current_summary(session: AsyncSession, order_id: uuid.UUID) -> PaymentSummary | None:
+    """The order's most recent payment, as the customer sees it."""
+    payment = (
+        await session.execute(
+            select(Payment)
+            .where(Payment.order_id == order_id)
+            .order_by(Payment.created_at.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    return PaymentSummary.model_validate(payment) if payment is not None else None
