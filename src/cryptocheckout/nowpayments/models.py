@@ -52,6 +52,7 @@ __all__ = [
     "Id",
     "Invoice",
     "MinAmount",
+    "NowPaymentsModel",
     "PaymentInfo",
     "PaymentList",
     "ProviderPaymentStatus",
@@ -284,7 +285,9 @@ Text = Annotated[str | None, PlainValidator(parse_text)]
 Status = Annotated[ProviderPaymentStatus | str, PlainValidator(parse_status)]
 
 
-class _Model(BaseModel):
+class NowPaymentsModel(BaseModel):
+    """Base of the NOWPayments models: unknown fields kept, values frozen."""
+
     # extra="allow": NOWPayments adds fields over time; they must neither fail
     # parsing nor be dropped (they land in model_extra).
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
@@ -323,7 +326,7 @@ def _summarise(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-class Fee(_Model):
+class Fee(NowPaymentsModel):
     """The ``fee`` object of a payment or IPN (NOWPayments writes its keys in camelCase)."""
 
     currency: Text = None
@@ -332,7 +335,7 @@ class Fee(_Model):
     withdrawal_fee: Amount = Field(default=None, alias="withdrawalFee")
 
 
-class PaymentInfo(_Model):
+class PaymentInfo(NowPaymentsModel):
     """A payment's state: a ``GET /v1/payment/{id}`` answer, a list item, or an IPN body.
 
     ``payment_id`` and ``payment_status`` are required; every other field may be
@@ -405,7 +408,7 @@ def is_payment_notification(data: object) -> bool:
     )
 
 
-class CreatedPayment(_Model):
+class CreatedPayment(NowPaymentsModel):
     """Answer of ``POST /v1/payment`` and ``POST /v1/invoice-payment``.
 
     ``payin_extra_id`` is the memo/destination tag the customer MUST send for
@@ -433,7 +436,7 @@ class CreatedPayment(_Model):
     updated_at: Timestamp = None
 
 
-class Invoice(_Model):
+class Invoice(NowPaymentsModel):
     """Answer of ``POST /v1/invoice``. No payment exists until the customer picks a coin.
 
     ``id`` is the invoice id (a string here, ``invoice_id`` as a number in later
@@ -459,7 +462,7 @@ class Invoice(_Model):
     updated_at: Timestamp = None
 
 
-class MinAmount(_Model):
+class MinAmount(NowPaymentsModel):
     """Answer of ``GET /v1/min-amount``: the smallest payable amount in ``currency_from``."""
 
     currency_from: Text = None
@@ -468,7 +471,7 @@ class MinAmount(_Model):
     fiat_equivalent: Amount = None
 
 
-class Estimate(_Model):
+class Estimate(NowPaymentsModel):
     """Answer of ``GET /v1/estimate``."""
 
     currency_from: Text = None
@@ -477,7 +480,7 @@ class Estimate(_Model):
     estimated_amount: Amount = None
 
 
-class FixedRateCurrency(_Model):
+class FixedRateCurrency(NowPaymentsModel):
     """One item of ``GET /v1/currencies?fixed_rate=true``."""
 
     currency: str
@@ -485,7 +488,7 @@ class FixedRateCurrency(_Model):
     max_amount: Amount = None
 
 
-class PaymentList(_Model):
+class PaymentList(NowPaymentsModel):
     """Answer of ``GET /v1/payment/``: one page of payments (``page`` counts from 0)."""
 
     data: list[PaymentInfo] = Field(default_factory=list)
