@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cryptocheckout import __version__, health
 from cryptocheckout.admin.router import router as admin_router
@@ -17,16 +18,20 @@ from cryptocheckout.kit.problems import install_problem_handlers
 from cryptocheckout.orders.router import router as orders_router
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> FastAPI:
+    """The shop's API. Given an `engine`, the app uses it and leaves disposing it to the caller."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url)
-        app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
+        own_engine = engine is None
+        active = engine or create_engine(settings.database_url)
+        app.state.engine = active
+        app.state.sessionmaker = create_sessionmaker(active)
         try:
             yield
         finally:
-            await engine.dispose()
+            if own_engine:
+                await active.dispose()
 
     app = FastAPI(
         title="cryptocheckout",

@@ -30,7 +30,9 @@ class ConfigurationError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
 
     mode: Mode = Field(default=Mode.PRODUCTION, validation_alias="CRYPTOCHECKOUT_MODE")
     database_url: str = DEFAULT_DATABASE_URL

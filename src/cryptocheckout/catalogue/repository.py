@@ -46,7 +46,7 @@ async def stock(session: AsyncSession, product_ids: Iterable[uuid.UUID]) -> dict
         .group_by(LicenceKey.product_id)
     )
     counts: dict[uuid.UUID, int] = dict.fromkeys(wanted, 0)
-    counts.update({product_id: int(count) for product_id, count in rows.tuples()})
+    counts.update({product_id: int(count) for product_id, count in rows.all()})
     return counts
 
 

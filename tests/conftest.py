@@ -1,0 +1,156 @@
+"""Test fixtures: every database test runs on SQLite and on PostgreSQL, migrated for real.
+
+PostgreSQL comes from TEST_DATABASE_URL (a server URL; a throwaway database is created on it)
+or, by default, the local server on 127.0.0.1:5432. Tests commit for real; the tables are
+emptied after each test, so what a test sees is what the service would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import delete, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from cryptocheckout.app import create_app
+from cryptocheckout.config import Mode, Settings
+from cryptocheckout.kit.db import create_engine, create_sessionmaker
+from cryptocheckout.kit.migrate import upgrade
+from cryptocheckout.models import Base
+
+DEFAULT_PG_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+ADMIN_TOKEN = "test-admin-token"
+DIALECTS = ("sqlite", "postgresql")
+
+
+def pg_server_url() -> str:
+    return os.environ.get("TEST_DATABASE_URL", DEFAULT_PG_SERVER)
+
+
+async def _admin_execute(server_url: str, *statements: str) -> None:
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def fresh_database(dialect: str, tmp_dir: Any) -> AsyncIterator[str]:
+    """An empty database of the given dialect; dropped afterwards."""
+    if dialect == "sqlite":
+        yield f"sqlite:///{tmp_dir}/test-{uuid.uuid4().hex[:8]}.db"
+        return
+    server = pg_server_url()
+    name = f"cc_test_{uuid.uuid4().hex[:12]}"
+    await _admin_execute(server, f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await _admin_execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", params=DIALECTS)
+def dialect(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+async def database_url(dialect: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    async with fresh_database(dialect, tmp_path_factory.mktemp(dialect)) as url:
+        await asyncio.to_thread(upgrade, url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def sessionmaker(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    yield create_sessionmaker(engine)
+    async with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            await conn.execute(delete(table))
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        mode=Mode.TEST,
+        database_url=database_url,
+        admin_token=ADMIN_TOKEN,
+        nowpayments_api_key="test-api-key",
+        nowpayments_ipn_secret="test-ipn-secret",
+    )
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API in-process; tests that need a real socket use tests/support/servers.py."""
+    app = create_app(settings, engine=engine)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as c:
+            yield c
+
+
+@dataclass
+class Admin:
+    client: httpx.AsyncClient
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    async def product(
+        self, sku: str = "GAME-1", price: str = "12.50", currency: str = "USD", keys: int = 5, **extra: Any
+    ) -> dict[str, Any]:
+        response = await self.client.post(
+            "/api/admin/products",
+            json={"sku": sku, "name": f"Product {sku}", "price": price, "currency": currency, **extra},
+            headers=self.headers,
+        )
+        assert response.status_code == 201, response.text
+        product: dict[str, Any] = response.json()
+        if keys:
+            added = await self.client.post(
+                f"/api/admin/products/{product['id']}/keys",
+                json={"keys": [f"{sku}-KEY-{i}" for i in range(keys)]},
+                headers=self.headers,
+            )
+            assert added.status_code == 201, added.text
+        return product
+
+
+@pytest.fixture
+def admin(client: httpx.AsyncClient) -> Admin:
+    return Admin(client)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Keep each database's tests together so each session-scoped database is set up once.
+    def key(item: pytest.Item) -> int:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or "dialect" not in callspec.params:
+            return -1
+        return DIALECTS.index(callspec.params["dialect"])
+
+    items.sort(key=key)
