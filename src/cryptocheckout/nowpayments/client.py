@@ -78,8 +78,9 @@ DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 AmountInput = Decimal | int | str
 """An amount argument: a Decimal, an integer, or decimal text. Never a float."""
 
-# NOWPayments documents a JWT lifetime of 5 minutes; renew a minute early so a
-# token never expires between our check and the request reaching the server.
+# NOWPayments documents a JWT lifetime of 5 minutes; renew a minute early (a fifth
+# of a shorter lifetime) so a token never expires between our check and the
+# request reaching the server.
 JWT_LIFETIME = 300.0
 JWT_RENEW_MARGIN = 60.0
 # Integers above 2**53 lose digits in JavaScript, which NOWPayments runs on.
@@ -607,7 +608,8 @@ class NowPaymentsClient:
                 # Kept for redaction: an error message could still quote it.
                 self._old_jwts = [self._jwt, *self._old_jwts][:2]
             self._jwt = new
-            self._jwt_renew_at = started + max(_jwt_lifetime(new) - JWT_RENEW_MARGIN, 0.0)
+            lifetime = _jwt_lifetime(new)
+            self._jwt_renew_at = started + lifetime - min(JWT_RENEW_MARGIN, lifetime / 5)
             return new, True
 
     async def _send_with_jwt(self, call: _Call) -> Any:
