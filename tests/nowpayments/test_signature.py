@@ -334,20 +334,31 @@ def test_python_values_serialise_like_parsed_ones() -> None:
 
 # --- property test against node -------------------------------------------
 
-_chars = st.characters(codec=None, exclude_categories=())  # includes lone surrogates
-_texts = st.text(_chars, max_size=12) | st.sampled_from(
-    ["", "/", "\u2028", "\u2029", '"', "\\", "\x00", "\x7f", "\ue000", "\U0001f600", "é"]
+# Hypothesis never draws surrogates by itself, and astral characters rarely
+# meet U+E000..U+FFFF in one object, so the characters that matter are mixed in.
+_EDGE_CHARS = [
+    "\ud800", "\udbff", "\udc00", "\udfff", "\ud83d", "\ude00", "\ue000", "\uffff",
+    "\U00010000", "\U0001f600", "\U0010ffff", "\u2028", "\u2029", "\x00", "\x1f", "\x7f",
+    '"', "\\", "/", "\u00e9", "0", "1",
+]  # fmt: skip
+_chars = st.characters(codec=None, exclude_categories=()) | st.sampled_from(_EDGE_CHARS)
+_texts = st.text(_chars, max_size=12) | st.lists(st.sampled_from(_EDGE_CHARS), max_size=4).map(
+    "".join
 )
 _keys = (
     _texts
     | st.integers(min_value=0, max_value=2**32 + 2).map(str)
-    | st.sampled_from(["__proto__", "01", "-1", "1.0", "constructor", "a", "b"])
+    | st.sampled_from(["__proto__", "01", "-1", "1.0", "constructor", "4294967294", "4294967295"])
 )
 _numbers = (
     st.floats(allow_nan=False, allow_infinity=False)
     | st.integers(min_value=-(10**25), max_value=10**25)
     | st.integers(min_value=-1000, max_value=1000)
     | st.sampled_from([1e-7, 1.5e-7, 0.000002, 1e21, -0.0, 5e-324, 1.7976931348623157e308])
+    | st.sampled_from([1e-7, 1e-6, 1e20, 1e21, 2.0**53, 1e16]).map(
+        lambda x: math.nextafter(x, math.inf)
+    )
+    | st.sampled_from([1e-7, 1e-6, 1e21]).map(lambda x: math.nextafter(x, 0))
 )
 _scalars = st.none() | st.booleans() | _numbers | _texts
 json_values = st.recursive(
