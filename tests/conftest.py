@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -154,3 +155,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return DIALECTS.index(callspec.params["dialect"])
 
     items.sort(key=key)
+
+
+_DIALECT_ID = re.compile(r"\[(sqlite|postgresql)[-\]]")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print how many tests passed on each database (CI checks that both ran)."""
+    counts = dict.fromkeys(DIALECTS, 0)
+    for report in terminalreporter.stats.get("passed", []):
+        match = _DIALECT_ID.search(report.nodeid)
+        if match and report.when == "call":
+            counts[match.group(1)] += 1
+    terminalreporter.write_line(
+        "database tests: " + ", ".join(f"{name} {count} passed" for name, count in counts.items())
+    )
