@@ -1,0 +1,251 @@
+"""The hosted invoice page (``/payment/?iid=...``) and a small index, as plain offline HTML.
+
+On the real page a customer picks a coin and sends it; here the customer picks a coin,
+sees the address, memo and exact amount, and then chooses what the "blockchain" does.
+Showing the quote creates nothing (GET is safe); the choice creates the invoice's payment
+as ``POST /v1/invoice-payment`` would and walks it through its statuses.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import jinja2
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from cryptocheckout.nowpayments.sandbox import coins
+from cryptocheckout.nowpayments.sandbox.control import start_invoice_payment
+from cryptocheckout.nowpayments.sandbox.runtime import SandboxRuntime, runtime
+from cryptocheckout.nowpayments.sandbox.simulation import Outcome
+from cryptocheckout.nowpayments.sandbox.state import Invoice, Payment, Status
+from cryptocheckout.nowpayments.sandbox.wire import ApiError, amount, is_http_url, iso, plain
+
+router = APIRouter(include_in_schema=False)
+
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+MAX_FORM_BYTES = 16 * 1024
+
+
+def render(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    context.setdefault("refresh", None)
+    html = _templates.get_template(template).render(**context)
+    return HTMLResponse(html, status_code=status_code)
+
+
+def message_page(status_code: int, title: str, message: str, back: str | None = None) -> Response:
+    return render("message.html", status_code, title=title, message=message, back=back)
+
+
+def _money(value: Decimal, currency: str) -> str:
+    return f"{plain(value)} {currency.upper()}"
+
+
+def _invoice_context(invoice: Invoice) -> dict[str, Any]:
+    return {
+        "id": invoice.id,
+        "order_id": invoice.order_id,
+        "order_description": invoice.order_description,
+        "pay_currency": invoice.pay_currency,
+        "cancel_url": invoice.cancel_url if is_http_url(invoice.cancel_url) else None,
+    }
+
+
+def _quote(invoice: Invoice, coin: coins.Coin, rt: SandboxRuntime) -> dict[str, Any]:
+    quoted = coins.quote_pay_amount(invoice.price_amount, invoice.price_currency, coin.ticker)
+    # The same seed the payment will use, so the address shown is the one it gets.
+    seed = rt.simulation.address_seed(invoice.id, 0, coin.ticker)
+    minimum = coins.min_amount(coin.ticker, coin.ticker)
+    return {
+        "amount": plain(quoted),
+        "address": coins.fake_address(coin, seed),
+        "extra_id": coins.fake_extra_id(coin, seed),
+        "too_small": quoted < minimum,
+        "minimum": plain(minimum),
+    }
+
+
+def _coin_context(coin: coins.Coin) -> dict[str, Any]:
+    return {
+        "ticker": coin.ticker,
+        "ticker_upper": coin.ticker.upper(),
+        "name": coin.name,
+        "network": coin.network,
+    }
+
+
+def _links(invoice: Invoice, payment: Payment) -> list[dict[str, str]]:
+    if payment.status == Status.FINISHED:
+        candidates = [("Return to the shop", invoice.success_url)]
+    elif payment.status == Status.PARTIALLY_PAID:
+        candidates = [("Return to the shop", invoice.partially_paid_url or invoice.cancel_url)]
+    else:
+        candidates = [("Return to the shop", invoice.cancel_url)]
+    return [{"label": label, "url": url} for label, url in candidates if url and is_http_url(url)]
+
+
+def _payment_context(rt: SandboxRuntime, payment: Payment) -> dict[str, Any]:
+    return {
+        "id": payment.id,
+        "status": str(payment.status),
+        "pay_amount": plain(payment.pay_amount),
+        "actually_paid": plain(payment.actually_paid),
+        "pay_currency_upper": payment.pay_currency.upper(),
+        "pay_address": payment.pay_address,
+        "payin_extra_id": payment.payin_extra_id,
+        "history": [{"status": str(s), "at": iso(at)} for s, at in payment.history],
+    }
+
+
+def _notifications_context(rt: SandboxRuntime, payment: Payment) -> list[dict[str, Any]]:
+    items = []
+    for n in rt.store.notifications:
+        if n.payment_id != payment.id:
+            continue
+        answers = ", ".join(
+            str(a.status_code) if a.status_code is not None else "no answer" for a in n.attempts
+        )
+        items.append(
+            {
+                "id": n.id,
+                "payment_status": str(n.payment_status),
+                "state": str(n.state),
+                "answers": answers,
+            }
+        )
+    return items
+
+
+@router.get("/")
+async def index(request: Request) -> Response:
+    rt = runtime(request)
+    with rt.store.lock:
+        invoices = [
+            {
+                "id": i.id,
+                "order_id": i.order_id,
+                "price": _money(i.price_amount, i.price_currency),
+                "payments": len(i.payment_ids),
+            }
+            for i in reversed(rt.store.invoices.values())
+        ]
+        counts: dict[int, int] = {}
+        for n in rt.store.notifications:
+            counts[n.payment_id] = counts.get(n.payment_id, 0) + 1
+        payments = [
+            {
+                "id": p.id,
+                "invoice_id": p.invoice_id,
+                "parent_payment_id": p.parent_payment_id,
+                "status": str(p.status),
+                "actually_paid": plain(p.actually_paid),
+                "pay_amount": plain(p.pay_amount),
+                "pay_currency": p.pay_currency.upper(),
+                "order_id": p.order_id,
+                "notifications": counts.get(p.id, 0),
+            }
+            for p in reversed(rt.store.payments.values())
+        ]
+    return render("index.html", invoices=invoices, payments=payments)
+
+
+def _find_invoice(rt: SandboxRuntime, iid: str | None) -> Invoice | None:
+    if not iid or not iid.strip().isdigit():
+        return None
+    return rt.store.invoices.get(int(iid.strip()))
+
+
+@router.get("/payment/")
+@router.get("/payment")
+async def invoice_page(request: Request) -> Response:
+    rt = runtime(request)
+    params = request.query_params
+    invoice = _find_invoice(rt, params.get("iid"))
+    if invoice is None:
+        return message_page(404, "Invoice not found", "There is no invoice with this id.")
+    with rt.store.lock:
+        context: dict[str, Any] = {
+            "invoice": _invoice_context(invoice),
+            "price": _money(invoice.price_amount, invoice.price_currency),
+            "payment": None,
+            "coin": None,
+        }
+        payment = _selected_payment(rt, invoice, params.get("payment_id"), params.get("new"))
+        if payment is not None:
+            notifications = _notifications_context(rt, payment)
+            in_progress = rt.simulation.is_walking(payment.id) or any(
+                n["state"] not in ("delivered", "failed", "cancelled") for n in notifications
+            )
+            context.update(
+                payment=_payment_context(rt, payment),
+                notifications=notifications,
+                links=_links(invoice, payment),
+                in_progress=in_progress,
+                refresh=max(1, round(rt.store.settings.step_delay)) if in_progress else None,
+            )
+            return render("invoice.html", **context)
+        ticker = invoice.pay_currency or (params.get("pay_currency") or "").lower()
+        coin = coins.COINS.get(ticker)
+        if coin is not None:
+            context.update(coin=_coin_context(coin), quote=_quote(invoice, coin, rt))
+        else:
+            context["options"] = [
+                {**_coin_context(c), **_quote_summary(invoice, c)} for c in coins.COINS.values()
+            ]
+        return render("invoice.html", **context)
+
+
+def _quote_summary(invoice: Invoice, coin: coins.Coin) -> dict[str, Any]:
+    quoted = coins.quote_pay_amount(invoice.price_amount, invoice.price_currency, coin.ticker)
+    return {
+        "amount": plain(quoted),
+        "too_small": quoted < coins.min_amount(coin.ticker, coin.ticker),
+    }
+
+
+def _selected_payment(
+    rt: SandboxRuntime, invoice: Invoice, payment_id: str | None, new: str | None
+) -> Payment | None:
+    if payment_id and payment_id.isdigit() and int(payment_id) in invoice.payment_ids:
+        return rt.store.payments.get(int(payment_id))
+    if new or not invoice.payment_ids:
+        return None
+    return rt.store.payments.get(invoice.payment_ids[-1])
+
+
+@router.post("/payment/")
+@router.post("/payment")
+async def choose(request: Request) -> Response:
+    """The customer's choice: create the invoice's payment and walk it to the outcome."""
+    rt = runtime(request)
+    raw = await request.body()
+    if len(raw) > MAX_FORM_BYTES:
+        return message_page(413, "Form too large", "The form sent is too large.")
+    form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+    invoice = _find_invoice(rt, form.get("iid"))
+    if invoice is None:
+        return message_page(404, "Invoice not found", "There is no invoice with this id.")
+    back = f"/payment/?iid={invoice.id}&new=1"
+    ticker = (invoice.pay_currency or form.get("pay_currency") or "").lower()
+    if ticker not in coins.COINS:
+        return message_page(400, "Choose a coin", "Pick one of the coins offered.", back)
+    try:
+        outcome = Outcome(form.get("outcome", ""))
+    except ValueError:
+        return message_page(400, "Choose what happens", "Pick one of the choices offered.", back)
+    try:
+        paid_text = form.get("actually_paid", "").strip()
+        paid = amount(paid_text, "actually_paid") if paid_text else None
+        payment = start_invoice_payment(rt, invoice, ticker, outcome, paid)
+    except ApiError as error:
+        return message_page(400, "Cannot pay this way", error.message, back)
+    return RedirectResponse(f"/payment/?iid={invoice.id}&payment_id={payment.id}", 303)
