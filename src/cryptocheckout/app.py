@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,21 +18,51 @@ from cryptocheckout.config import Settings
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
 from cryptocheckout.kit.limits import BodySizeLimit
 from cryptocheckout.kit.problems import install_problem_handlers
+from cryptocheckout.nowpayments.client import NowPaymentsClient
 from cryptocheckout.orders.router import router as orders_router
+from cryptocheckout.payments.router import router as payments_router
+from cryptocheckout.webhooks.ingest import NotificationStore
+from cryptocheckout.webhooks.router import router as webhooks_router
+from cryptocheckout.worker import Worker
 
 
-def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> FastAPI:
-    """The shop's API. Given an `engine`, the app uses it and leaves disposing it to the caller."""
+def create_app(
+    settings: Settings, *, engine: AsyncEngine | None = None, run_worker: bool = False
+) -> FastAPI:
+    """The shop's API. Given an `engine`, the app uses it and leaves disposing it to the caller.
+
+    With `run_worker`, a job worker runs in the same process (one process is a whole shop).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
         active = engine or create_engine(settings.database_url)
+        sessionmaker = create_sessionmaker(active)
         app.state.engine = active
-        app.state.sessionmaker = create_sessionmaker(active)
+        app.state.sessionmaker = sessionmaker
+        app.state.nowpayments = NowPaymentsClient(
+            settings.nowpayments_base,
+            settings.nowpayments_api_key.get_secret_value(),
+            email=settings.nowpayments_email,
+            password=settings.nowpayments_password.get_secret_value(),
+        )
+        worker = Worker(sessionmaker, tolerance=Decimal(settings.underpaid_tolerance))
+        store = NotificationStore(active, on_stored=worker.wake if run_worker else None)
+        app.state.notification_store = store
+        app.state.worker = worker
+        await store.start()
+        stop = asyncio.Event()
+        worker_task = asyncio.create_task(worker.run(stop)) if run_worker else None
         try:
             yield
         finally:
+            stop.set()
+            if worker_task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(worker_task, timeout=10)
+            await store.stop()
+            await app.state.nowpayments.aclose()
             if own_engine:
                 await active.dispose()
 
@@ -45,5 +78,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
     app.include_router(health.router)
     app.include_router(catalogue_router)
     app.include_router(orders_router)
+    app.include_router(payments_router)
+    app.include_router(webhooks_router)
     app.include_router(admin_router)
     return app

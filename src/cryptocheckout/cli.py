@@ -29,7 +29,25 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     from cryptocheckout.app import create_app
 
     settings.require("nowpayments_api_key", "nowpayments_ipn_secret", "admin_token")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    app = create_app(settings, run_worker=not args.no_worker)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> None:
+    import asyncio
+
+    from cryptocheckout.worker import run_standalone
+
+    settings.require("nowpayments_api_key", "nowpayments_ipn_secret")
+    asyncio.run(run_standalone(settings))
+
+
+def cmd_demo(_settings: Settings, args: argparse.Namespace) -> None:
+    import asyncio
+
+    from cryptocheckout.demo import run_demo
+
+    asyncio.run(run_demo(host=args.host, port=args.port, sandbox_port=args.sandbox_port))
 
 
 def cmd_sandbox(settings: Settings, args: argparse.Namespace) -> None:
@@ -54,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-worker", action="store_true", help="do not run a job worker here")
     serve.set_defaults(handler=cmd_serve)
+
+    worker = commands.add_parser("worker", help="run a job worker (any number may run)")
+    worker.set_defaults(handler=cmd_worker)
+
+    demo = commands.add_parser(
+        "demo", help="sandbox + shop + worker on SQLite with demo products, no set-up"
+    )
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--sandbox-port", type=int, default=8100)
+    demo.set_defaults(handler=cmd_demo)
 
     sandbox = commands.add_parser("sandbox", help="run the offline NOWPayments sandbox")
     sandbox.add_argument("--host", default="127.0.0.1")

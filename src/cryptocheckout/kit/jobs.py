@@ -1,0 +1,195 @@
+"""A job queue in the service's own database: no broker to run, nothing lost on a crash.
+
+A job is enqueued inside the transaction of whatever caused it (the transactional outbox), so
+it exists exactly when its cause was committed. Workers claim due jobs with
+`FOR UPDATE SKIP LOCKED` on PostgreSQL, so any number of them share the queue; on SQLite
+every transaction takes the write lock up front, which makes a claim single-writer. A claim
+holds a lease: a job whose worker died is claimed again once its lease has run out, so
+handlers must be idempotent (and a handler's database effects commit together with the job's
+completion). Failures back off exponentially with jitter; after `max_attempts` a job is dead
+and waits for staff.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cryptocheckout.kit.clock import utcnow
+from cryptocheckout.kit.dialects import dialect_name, insert
+from cryptocheckout.kit.jobs_models import Job, JobStatus
+
+logger = logging.getLogger("cryptocheckout.jobs")
+
+DEFAULT_LEASE = timedelta(seconds=60)
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 15 * 60.0
+
+Handler = Callable[[AsyncSession, Mapping[str, Any]], Awaitable[None]]
+
+
+async def enqueue(
+    session: AsyncSession,
+    kind: str,
+    payload: Mapping[str, Any],
+    *,
+    dedupe_key: str | None = None,
+    run_at: datetime | None = None,
+    max_attempts: int = 10,
+) -> bool:
+    """Adds a job in the caller's transaction; False when `dedupe_key` was enqueued before."""
+    now = utcnow()
+    statement = (
+        insert(session, Job)
+        .values(
+            id=uuid.uuid4(),
+            kind=kind,
+            payload=dict(payload),
+            status=JobStatus.QUEUED,
+            dedupe_key=dedupe_key,
+            attempts=0,
+            max_attempts=max_attempts,
+            run_at=run_at or now,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(Job.id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: uuid.UUID
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+
+
+def backoff(attempts: int) -> timedelta:
+    """Exponential backoff with full jitter: a random delay up to base * 2^(attempts-1)."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0))
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - not security
+
+
+async def claim(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    worker_id: str,
+    *,
+    kinds: list[str] | None = None,
+    limit: int = 1,
+    lease: timedelta = DEFAULT_LEASE,
+) -> list[ClaimedJob]:
+    """Claims up to `limit` due jobs (or jobs whose lease ran out) and commits the claim."""
+    async with sessionmaker() as session:
+        now = utcnow()
+        due = select(Job.id).where(
+            or_(
+                (Job.status == JobStatus.QUEUED) & (Job.run_at <= now),
+                (Job.status == JobStatus.RUNNING) & (Job.lease_expires_at < now),
+            )
+        )
+        if kinds is not None:
+            due = due.where(Job.kind.in_(kinds))
+        due = due.order_by(Job.run_at).limit(limit)
+        if dialect_name(session) == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        ids = list((await session.execute(due)).scalars())
+        if not ids:
+            return []
+        rows = await session.execute(
+            update(Job)
+            .where(Job.id.in_(ids))
+            .values(
+                status=JobStatus.RUNNING,
+                locked_by=worker_id,
+                lease_expires_at=now + lease,
+                attempts=Job.attempts + 1,
+                updated_at=now,
+            )
+            .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
+        )
+        claimed = [ClaimedJob(*row) for row in rows.all()]
+        await session.commit()
+        return claimed
+
+
+def _held_by(job: ClaimedJob, worker_id: str) -> Any:
+    # A worker whose lease ran out may have lost the job to another; it must not touch it.
+    return (Job.id == job.id) & (Job.locked_by == worker_id) & (Job.status == JobStatus.RUNNING)
+
+
+async def mark_succeeded(session: AsyncSession, job: ClaimedJob, worker_id: str) -> bool:
+    """In the handler's transaction: the job is done exactly when its effects commit."""
+    now = utcnow()
+    result = await session.execute(
+        update(Job)
+        .where(_held_by(job, worker_id))
+        .values(
+            status=JobStatus.SUCCEEDED,
+            finished_at=now,
+            updated_at=now,
+            lease_expires_at=None,
+            last_error=None,
+        )
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def mark_failed(
+    sessionmaker: async_sessionmaker[AsyncSession], job: ClaimedJob, worker_id: str, error: str
+) -> JobStatus:
+    dead = job.attempts >= job.max_attempts
+    now = utcnow()
+    status = JobStatus.DEAD if dead else JobStatus.QUEUED
+    async with sessionmaker() as session:
+        await session.execute(
+            update(Job)
+            .where(_held_by(job, worker_id))
+            .values(
+                status=status,
+                run_at=now if dead else now + backoff(job.attempts),
+                lease_expires_at=None,
+                locked_by=None,
+                last_error=error[:4000],
+                finished_at=now if dead else None,
+                updated_at=now,
+            )
+        )
+        await session.commit()
+    return status
+
+
+async def run_one(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    job: ClaimedJob,
+    worker_id: str,
+    handlers: Mapping[str, Handler],
+) -> JobStatus:
+    """Runs a claimed job: its effects and its completion commit in one transaction."""
+    handler = handlers.get(job.kind)
+    try:
+        if handler is None:
+            raise LookupError(f"no handler for job kind {job.kind!r}")
+        async with sessionmaker() as session:
+            await handler(session, job.payload)
+            if not await mark_succeeded(session, job, worker_id):
+                # Lease lost to another worker: drop our effects, theirs will count.
+                await session.rollback()
+                logger.warning("job %s lost its lease before finishing", job.id)
+                return JobStatus.RUNNING
+            await session.commit()
+        return JobStatus.SUCCEEDED
+    except Exception as exc:
+        logger.exception("job %s (%s) failed on attempt %d", job.id, job.kind, job.attempts)
+        return await mark_failed(sessionmaker, job, worker_id, f"{type(exc).__name__}: {exc}")

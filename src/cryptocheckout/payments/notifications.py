@@ -1,0 +1,215 @@
+"""Applying one stored NOWPayments notification to its payment and order.
+
+Called by the worker (and by an admin replay) inside one transaction per notification, with
+the notification's log row locked. The caller records the result on the log row.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import exists, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cryptocheckout.nowpayments.errors import NowPaymentsPayloadError
+from cryptocheckout.nowpayments.models import PaymentInfo, is_payment_notification, loads_exact
+from cryptocheckout.payments import repository
+from cryptocheckout.payments.models import ChangeCause, Payment, PaymentStatus
+from cryptocheckout.payments.state_machine import (
+    PAID,
+    PROVIDER_OUTCOMES,
+    Verdict,
+    judge_finished,
+    move_order,
+    move_payment,
+)
+from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
+
+logger = logging.getLogger("cryptocheckout.payments")
+
+
+class Result(enum.Enum):
+    PROCESSED = "processed"
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class Applied:
+    result: Result
+    detail: str | None = None
+    payment_id: str | None = None
+
+
+def _failed(detail: str) -> Applied:
+    return Applied(Result.FAILED, detail)
+
+
+async def apply_notification(
+    session: AsyncSession, log: WebhookLog, *, tolerance: Decimal, cause: ChangeCause
+) -> Applied:
+    try:
+        data = loads_exact(log.raw_body)
+    except ValueError as exc:
+        return _failed(f"invalid content: {exc}")
+    if not is_payment_notification(data):
+        return _failed("not a payment notification (no payment_id/payment_status)")
+    try:
+        info = PaymentInfo.parse_mapping(data)
+    except NowPaymentsPayloadError as exc:
+        return _failed(f"invalid content: {exc}")
+    outcome = PROVIDER_OUTCOMES.get(info.status)
+    if outcome is None:
+        return _failed(f"unknown payment_status {info.status!r}")
+
+    found = await _find_payment(session, info)
+    if isinstance(found, Applied):
+        return found
+    order = await repository.lock_order(session, found.order_id)
+    if order is None:  # pragma: no cover - cascade deletes payments with their order
+        return _failed("the payment's order is gone")
+    payment = await repository.lock_payment(session, found.id)
+    if payment.external_id is None:
+        payment.external_id = info.payment_id  # an invoice learns its payment id here
+
+    verdict = Verdict(outcome)
+    if outcome == PAID:
+        verdict = judge_finished(
+            expected_price=payment.price_amount,
+            expected_currency=payment.price_currency,
+            price_amount=info.price_amount,
+            price_currency=info.price_currency,
+            expected_pay_amount=payment.pay_amount
+            if payment.pay_amount is not None
+            else info.pay_amount,
+            expected_pay_currency=payment.pay_currency,
+            pay_currency=info.pay_currency,
+            actually_paid=info.actually_paid,
+            tolerance=tolerance,
+        )
+    ref = str(log.id)
+    note = f"NOWPayments: {info.status}"
+    moved = await move_payment(
+        session, payment, verdict.outcome.payment, cause=cause, cause_ref=ref, note=note
+    )
+    if moved:
+        payment.provider_status = info.status
+        payment.raw_payload = log.raw_payload
+        if info.actually_paid is not None:
+            payment.actually_paid = info.actually_paid
+        if payment.pay_amount is None and info.pay_amount is not None:
+            payment.pay_amount = info.pay_amount
+        if payment.pay_currency is None and info.pay_currency:
+            payment.pay_currency = info.pay_currency
+        if payment.pay_address is None and info.pay_address:
+            payment.pay_address = info.pay_address
+        if verdict.review_reason:
+            _flag(payment, verdict.review_reason)
+    order_moved = await move_order(
+        session, order, verdict.outcome.order, cause=cause, cause_ref=ref, note=note
+    )
+    if moved and verdict.outcome == PAID and not order_moved:
+        # Paid again (a repeated deposit, another payment on the invoice): never a second
+        # fulfilment, but staff should know money arrived twice.
+        _flag(payment, f"order was already {order.status.value} when this payment finished")
+    if moved or order_moved:
+        return Applied(Result.PROCESSED, payment_id=str(payment.id))
+    if await _already_applied(session, log):
+        return Applied(Result.DUPLICATE, "same payment status applied before", str(payment.id))
+    return Applied(Result.PROCESSED, "stale: changed nothing", str(payment.id))
+
+
+def _flag(payment: Payment, reason: str) -> None:
+    payment.needs_review = True
+    payment.review_reason = (
+        reason if not payment.review_reason else f"{payment.review_reason}; {reason}"
+    )
+
+
+async def _find_payment(session: AsyncSession, info: PaymentInfo) -> Payment | Applied:
+    payment = await repository.by_external_id(session, info.payment_id)
+    if payment is not None:
+        return payment
+    if info.parent_payment_id is not None:
+        parent = await repository.by_external_id(session, info.parent_payment_id)
+        if parent is None:
+            return await _unknown(
+                session, info, f"repeated deposit of unknown payment {info.parent_payment_id}"
+            )
+        return await _child(
+            session, parent, info, f"repeated deposit of payment {parent.external_id}"
+        )
+    if info.invoice_id is not None:
+        invoice_payment = await repository.by_invoice_id(session, info.invoice_id)
+        if invoice_payment is not None:
+            if invoice_payment.external_id is None:
+                return invoice_payment
+            return await _child(
+                session, invoice_payment, info, f"another payment on invoice {info.invoice_id}"
+            )
+    return await _unknown(session, info, f"unknown payment {info.payment_id}")
+
+
+async def _unknown(session: AsyncSession, info: PaymentInfo, reason: str) -> Applied:
+    # Our own order id on an unknown payment: most likely its creation has not committed
+    # yet (NOWPayments can notify before we stored its answer), so try again shortly.
+    if await repository.order_exists(session, info.order_id):
+        return Applied(Result.RETRY, f"{reason} (order {info.order_id} is ours; retrying)")
+    return _failed(reason)
+
+
+async def _child(
+    session: AsyncSession, sibling: Payment, info: PaymentInfo, reason: str
+) -> Payment | Applied:
+    """A further payment of the same order: recorded on its own row, flagged for staff.
+
+    Checked against the amounts of the payment it follows, so it pays an order only if the
+    order is not paid yet and the money is right; the order's forward-only status and the
+    one fulfilment job per order make a second fulfilment impossible.
+    """
+    if (
+        PROVIDER_OUTCOMES[info.status].payment
+        in (
+            PaymentStatus.WAITING,
+            PaymentStatus.CONFIRMING,
+            PaymentStatus.CONFIRMED,
+        )
+        and await repository.open_for_order(session, sibling.order_id) is not None
+    ):
+        # The order already has an open payment; an open sibling would break "one open
+        # payment per order". Its later, closing notification creates the row.
+        return Applied(Result.PROCESSED, f"{reason}: not recorded while another payment is open")
+    child = Payment(
+        order_id=sibling.order_id,
+        kind=sibling.kind,
+        external_id=info.payment_id,
+        invoice_id=info.invoice_id or sibling.invoice_id,
+        parent_external_id=info.parent_payment_id or sibling.external_id,
+        status=PaymentStatus.CREATED,
+        price_amount=sibling.price_amount,
+        price_currency=sibling.price_currency,
+        pay_amount=sibling.pay_amount,
+        pay_currency=sibling.pay_currency,
+        pay_address=info.pay_address,
+        needs_review=True,
+        review_reason=reason,
+    )
+    session.add(child)
+    await session.flush()
+    return child
+
+
+async def _already_applied(session: AsyncSession, log: WebhookLog) -> bool:
+    if log.external_id is None or log.provider_status is None:
+        return False
+    other = select(WebhookLog.id).where(
+        WebhookLog.external_id == log.external_id,
+        WebhookLog.provider_status == log.provider_status,
+        WebhookLog.status == WebhookLogStatus.PROCESSED,
+        WebhookLog.id != log.id,
+    )
+    return bool((await session.execute(select(exists(other)))).scalar())

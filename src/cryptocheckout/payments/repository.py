@@ -1,0 +1,71 @@
+"""All SQL of payments."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cryptocheckout.orders.models import Order
+from cryptocheckout.payments.models import OPEN_PAYMENT_STATUSES, Payment
+
+
+async def by_external_id(session: AsyncSession, external_id: str) -> Payment | None:
+    rows = await session.execute(select(Payment).where(Payment.external_id == external_id))
+    return rows.scalar_one_or_none()
+
+
+async def by_invoice_id(session: AsyncSession, invoice_id: str) -> Payment | None:
+    """The payment row of an invoice (the first one made for it)."""
+    rows = await session.execute(
+        select(Payment)
+        .where(Payment.invoice_id == invoice_id, Payment.parent_external_id.is_(None))
+        .order_by(Payment.created_at)
+        .limit(1)
+    )
+    return rows.scalar_one_or_none()
+
+
+async def open_for_order(session: AsyncSession, order_id: uuid.UUID) -> Payment | None:
+    rows = await session.execute(
+        select(Payment).where(
+            Payment.order_id == order_id, Payment.status.in_(OPEN_PAYMENT_STATUSES)
+        )
+    )
+    return rows.scalar_one_or_none()
+
+
+async def lock_order(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
+    """Locks the order row (PostgreSQL; SQLite's transactions are single-writer already).
+
+    Everything that changes an order's payments locks the order first, then the payment,
+    so two workers never wait on each other in opposite orders.
+    """
+    rows = await session.execute(
+        select(Order)
+        .where(Order.id == order_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return rows.scalar_one_or_none()
+
+
+async def lock_payment(session: AsyncSession, payment_id: uuid.UUID) -> Payment:
+    rows = await session.execute(
+        select(Payment)
+        .where(Payment.id == payment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return rows.scalar_one()
+
+
+async def order_exists(session: AsyncSession, order_id: str | None) -> bool:
+    if not order_id:
+        return False
+    try:
+        parsed = uuid.UUID(order_id)
+    except ValueError:
+        return False
+    return (await session.get(Order, parsed)) is not None

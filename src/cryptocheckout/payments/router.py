@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cryptocheckout.kit.http import AppSettings, SessionMaker
+from cryptocheckout.kit.idempotency import request_fingerprint, run_idempotent
+from cryptocheckout.payments import service
+from cryptocheckout.payments.schemas import PaymentCreate, PaymentOut
+
+router = APIRouter(tags=["payments"])
+
+
+@router.post(
+    "/api/payments",
+    status_code=201,
+    response_model=PaymentOut,
+    responses={
+        200: {"model": PaymentOut, "description": "The order's open payment, returned again."},
+        502: {"description": "NOWPayments refused or did not answer; see provider_code."},
+    },
+)
+async def create_payment(
+    data: PaymentCreate,
+    request: Request,
+    sessionmaker: SessionMaker,
+    settings: AppSettings,
+    x_order_token: Annotated[str | None, Header()] = None,
+    token: Annotated[str | None, Query(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    async def operation(_session: AsyncSession) -> tuple[int, dict[str, Any]]:
+        created = await service.create_payment(
+            sessionmaker,
+            request.app.state.nowpayments,
+            settings,
+            order_id=data.order_id,
+            token=x_order_token or token,
+            pay_currency=data.pay_currency,
+        )
+        body = PaymentOut.model_validate(created.payment).model_dump(mode="json")
+        return (201 if created.new else 200), body
+
+    status, body = await run_idempotent(
+        sessionmaker,
+        scope="POST /api/payments",
+        key=idempotency_key,
+        request_hash=request_fingerprint(data.model_dump(mode="json")),
+        operation=operation,
+    )
+    return JSONResponse(body, status_code=status)

@@ -1,0 +1,178 @@
+"""Creating a payment for an order.
+
+The payment is recorded (`created`) and committed before NOWPayments is called, so a crash
+or a provider failure never leaves a payment we do not know about; the provider's answer is
+recorded in a second transaction (`waiting`), or the payment ends `failed` with the
+provider's code. An order has at most one open payment, enforced by a partial unique index:
+asking again, even concurrently, returns the open one.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cryptocheckout.config import Settings
+from cryptocheckout.kit.problems import Problem, not_found
+from cryptocheckout.kit.security import tokens_match
+from cryptocheckout.nowpayments.client import NowPaymentsClient
+from cryptocheckout.nowpayments.errors import NowPaymentsApiError, NowPaymentsError
+from cryptocheckout.orders.models import OrderStatus
+from cryptocheckout.payments import repository
+from cryptocheckout.payments.models import ChangeCause, Payment, PaymentKind, PaymentStatus
+from cryptocheckout.payments.state_machine import ORDER_RANK, move_order, move_payment
+
+logger = logging.getLogger("cryptocheckout.payments")
+
+
+@dataclass(frozen=True)
+class Created:
+    payment: Payment
+    new: bool
+
+
+async def _open_or_record(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    order_id: str,
+    token: str | None,
+    pay_currency: str | None,
+) -> Created:
+    try:
+        parsed = uuid.UUID(order_id)
+    except ValueError:
+        raise not_found("order") from None
+    async with sessionmaker() as session:
+        order = await repository.lock_order(session, parsed)
+        if order is None or not tokens_match(token, order.access_token):
+            raise not_found("order")
+        existing = await repository.open_for_order(session, order.id)
+        if existing is not None:
+            return Created(existing, new=False)
+        if ORDER_RANK[order.status] >= ORDER_RANK[OrderStatus.PAID]:
+            raise Problem(
+                409,
+                f"The order is {order.status.value}: it needs no payment.",
+                type_="order-closed",
+            )
+        payment = Payment(
+            order_id=order.id,
+            kind=PaymentKind.PAYMENT if pay_currency else PaymentKind.INVOICE,
+            status=PaymentStatus.CREATED,
+            price_amount=order.total,
+            price_currency=order.currency,
+            pay_currency=pay_currency,
+        )
+        session.add(payment)
+        try:
+            await session.commit()
+        except IntegrityError:
+            # Another request opened a payment for this order between our check and insert.
+            await session.rollback()
+            existing = await repository.open_for_order(session, order.id)
+            if existing is None:
+                raise
+            return Created(existing, new=False)
+        return Created(payment, new=True)
+
+
+async def create_payment(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    client: NowPaymentsClient,
+    settings: Settings,
+    *,
+    order_id: str,
+    token: str | None,
+    pay_currency: str | None,
+) -> Created:
+    created = await _open_or_record(sessionmaker, order_id, token, pay_currency)
+    if not created.new:
+        return created
+    payment = created.payment
+    description = f"Order {payment.order_id}"
+    try:
+        if payment.kind is PaymentKind.PAYMENT:
+            assert pay_currency is not None  # noqa: S101 - kind is PAYMENT only with a currency
+            answer = await client.create_payment(
+                payment.price_amount,
+                payment.price_currency.lower(),
+                pay_currency,
+                ipn_callback_url=settings.nowpayments_callback_url,
+                order_id=str(payment.order_id),
+                order_description=description,
+            )
+            provider_fields = {
+                "external_id": answer.payment_id,
+                "invoice_id": answer.invoice_id,
+                "pay_amount": answer.pay_amount,
+                "pay_currency": answer.pay_currency or pay_currency,
+                "pay_address": answer.pay_address,
+                "payin_extra_id": answer.payin_extra_id,
+                "expires_at": answer.expiration_estimate_date or answer.valid_until,
+                "provider_status": str(answer.payment_status),
+            }
+        else:
+            order_url = f"{settings.public_base_url}/api/orders/{payment.order_id}"
+            invoice = await client.create_invoice(
+                payment.price_amount,
+                payment.price_currency.lower(),
+                ipn_callback_url=settings.nowpayments_callback_url,
+                order_id=str(payment.order_id),
+                order_description=description,
+                success_url=order_url,
+                cancel_url=order_url,
+                partially_paid_url=order_url,
+            )
+            provider_fields = {"invoice_id": invoice.id, "payment_url": invoice.invoice_url}
+    except NowPaymentsError as exc:
+        code = exc.code if isinstance(exc, NowPaymentsApiError) else "PROVIDER_UNAVAILABLE"
+        await _record_failure(sessionmaker, payment.id, code, str(exc))
+        raise Problem(
+            502,
+            f"NOWPayments refused or did not answer: {code}",
+            type_="provider-error",
+            extra={"provider_code": code},
+        ) from exc
+    return Created(await _record_opened(sessionmaker, payment.id, provider_fields), new=True)
+
+
+async def _record_opened(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    payment_id: uuid.UUID,
+    fields: Mapping[str, object],
+) -> Payment:
+    async with sessionmaker() as session:
+        payment = await session.get(Payment, payment_id)
+        if payment is None:  # pragma: no cover - the order was deleted meanwhile
+            raise not_found("payment")
+        order = await repository.lock_order(session, payment.order_id)
+        payment = await repository.lock_payment(session, payment_id)
+        for name, value in fields.items():
+            if value is not None and getattr(payment, name) is None:
+                setattr(payment, name, value)
+        await move_payment(session, payment, PaymentStatus.WAITING, cause=ChangeCause.API)
+        if order is not None:
+            await move_order(session, order, OrderStatus.WAITING, cause=ChangeCause.API)
+        await session.commit()
+        return payment
+
+
+async def _record_failure(
+    sessionmaker: async_sessionmaker[AsyncSession], payment_id: uuid.UUID, code: str, message: str
+) -> None:
+    async with sessionmaker() as session:
+        payment = await session.get(Payment, payment_id)
+        if payment is None:  # pragma: no cover
+            return
+        await repository.lock_order(session, payment.order_id)
+        payment = await repository.lock_payment(session, payment_id)
+        payment.error_code = code[:64]
+        payment.error_message = message[:2000]
+        await move_payment(
+            session, payment, PaymentStatus.FAILED, cause=ChangeCause.API, note=f"provider: {code}"
+        )
+        await session.commit()

@@ -1,0 +1,104 @@
+"""The background worker: applies stored notifications and runs due jobs.
+
+Any number of workers may run against one PostgreSQL database (`cryptocheckout worker`),
+and `cryptocheckout serve` runs one in-process. An idle worker polls every `poll_interval`
+seconds; in-process it is also woken at once when a notification has been stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cryptocheckout.config import Settings
+from cryptocheckout.fulfilment.handlers import fulfil_order
+from cryptocheckout.kit import jobs
+from cryptocheckout.kit.db import create_engine, create_sessionmaker
+from cryptocheckout.payments.state_machine import FULFIL_ORDER_JOB
+from cryptocheckout.webhooks.processor import process_next
+
+logger = logging.getLogger("cryptocheckout.worker")
+
+HANDLERS: dict[str, jobs.Handler] = {FULFIL_ORDER_JOB: fulfil_order}
+
+
+class Worker:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        tolerance: Decimal = Decimal(0),
+        poll_interval: float = 0.1,
+        handlers: dict[str, jobs.Handler] | None = None,
+        batch: int = 20,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.tolerance = tolerance
+        self.poll_interval = poll_interval
+        self.handlers = handlers if handlers is not None else HANDLERS
+        self.batch = batch
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    async def run_once(self) -> int:
+        """One round: up to `batch` notifications, then up to `batch` jobs. Returns work done."""
+        done = 0
+        for _ in range(self.batch):
+            if not await process_next(self.sessionmaker, self.tolerance):
+                break
+            done += 1
+        for job in await jobs.claim(self.sessionmaker, self.worker_id, limit=self.batch):
+            await jobs.run_one(self.sessionmaker, job, self.worker_id, self.handlers)
+            done += 1
+        return done
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        logger.info("worker %s started", self.worker_id)
+        while not stop.is_set():
+            try:
+                done = await self.run_once()
+            except Exception:
+                # The database may be restarting: keep the worker alive and try again.
+                logger.exception("worker round failed")
+                done = 0
+            if done:
+                continue
+            self.wakeup.clear()
+            waiters = [
+                asyncio.ensure_future(self.wakeup.wait()),
+                asyncio.ensure_future(stop.wait()),
+            ]
+            await asyncio.wait(
+                waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in waiters:
+                waiter.cancel()
+        logger.info("worker %s stopped", self.worker_id)
+
+
+async def run_standalone(settings: Settings) -> None:
+    """`cryptocheckout worker`: a worker process until SIGINT/SIGTERM."""
+    import signal
+
+    engine = create_engine(settings.database_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        worker = Worker(
+            create_sessionmaker(engine), tolerance=Decimal(settings.underpaid_tolerance)
+        )
+        await worker.run(stop)
+    finally:
+        await engine.dispose()
