@@ -132,10 +132,11 @@ class IpnReceiver:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        # Recorded on arrival, so a POST still being answered when a test ends is wiped
+        # by the next test's clear() instead of showing up in it.
         with self._changed:
             status = self._failures.pop(0) if self._failures else 200
+            delay = self.delay
             self._deliveries.append(
                 Delivery(
                     path=scope["path"],
@@ -146,6 +147,8 @@ class IpnReceiver:
                 )
             )
             self._changed.notify_all()
+        if delay:
+            await asyncio.sleep(delay)
         answer = b'{"ok":true}' if status < 400 else b'{"error":"receiver told to fail"}'
         await send(
             {
