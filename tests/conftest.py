@@ -68,7 +68,9 @@ def dialect(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-async def database_url(dialect: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def database_url(
+    dialect: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
     async with fresh_database(dialect, tmp_path_factory.mktemp(dialect)) as url:
         await asyncio.to_thread(upgrade, url)
         yield url
@@ -122,11 +124,22 @@ class Admin:
         return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
     async def product(
-        self, sku: str = "GAME-1", price: str = "12.50", currency: str = "USD", keys: int = 5, **extra: Any
+        self,
+        sku: str = "GAME-1",
+        price: str = "12.50",
+        currency: str = "USD",
+        keys: int = 5,
+        **extra: Any,
     ) -> dict[str, Any]:
         response = await self.client.post(
             "/api/admin/products",
-            json={"sku": sku, "name": f"Product {sku}", "price": price, "currency": currency, **extra},
+            json={
+                "sku": sku,
+                "name": f"Product {sku}",
+                "price": price,
+                "currency": currency,
+                **extra,
+            },
             headers=self.headers,
         )
         assert response.status_code == 201, response.text

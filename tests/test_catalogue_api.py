@@ -18,7 +18,9 @@ from tests.conftest import ADMIN_TOKEN, Admin
         {"Authorization": "Bearer "},
     ],
 )
-async def test_admin_endpoints_need_the_bearer_token(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+async def test_admin_endpoints_need_the_bearer_token(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
     response = await client.post(
         "/api/admin/products",
         json={"sku": "X", "name": "x", "price": "1.00", "currency": "USD"},
@@ -37,7 +39,14 @@ async def test_create_list_and_edit_a_product(client: httpx.AsyncClient, admin: 
 
     listed = (await client.get("/api/products")).json()["items"]
     assert listed == [
-        {"id": product["id"], "sku": "GAME-1", "name": "Product GAME-1", "price": "19.99", "currency": "EUR", "in_stock": False}
+        {
+            "id": product["id"],
+            "sku": "GAME-1",
+            "name": "Product GAME-1",
+            "price": "19.99",
+            "currency": "EUR",
+            "in_stock": False,
+        }
     ]
 
     patched = await client.patch(
@@ -109,10 +118,16 @@ async def test_bad_product_fields_are_named(
     assert any(error["loc"][-1] == field for error in problem["errors"]), problem
 
 
-async def test_unknown_product_on_patch_and_keys_is_404(client: httpx.AsyncClient, admin: Admin) -> None:
+async def test_unknown_product_on_patch_and_keys_is_404(
+    client: httpx.AsyncClient, admin: Admin
+) -> None:
     missing = "00000000-0000-4000-8000-000000000000"
-    patched = await client.patch(f"/api/admin/products/{missing}", json={"name": "n"}, headers=admin.headers)
+    patched = await client.patch(
+        f"/api/admin/products/{missing}", json={"name": "n"}, headers=admin.headers
+    )
     assert patched.status_code == 404
-    keys = await client.post(f"/api/admin/products/{missing}/keys", json={"keys": ["k"]}, headers=admin.headers)
+    keys = await client.post(
+        f"/api/admin/products/{missing}/keys", json={"keys": ["k"]}, headers=admin.headers
+    )
     assert keys.status_code == 404
     assert keys.headers["content-type"] == "application/problem+json"

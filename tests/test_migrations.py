@@ -78,7 +78,19 @@ async def test_seed_indexes_exist(dialect: str, tmp_path: Any) -> None:
     async with fresh_database(dialect, tmp_path) as url:
         await asyncio.to_thread(upgrade, url)
         indexes = await _inspect(url, _seed_indexes)
-    for columns in [("external_id",), ("order_id",), ("status",), ("created_at",), ("order_id", "status")]:
+    for columns in [
+        ("external_id",),
+        ("order_id",),
+        ("status",),
+        ("created_at",),
+        ("order_id", "status"),
+    ]:
         assert columns in indexes["payments"], columns
-    for columns in [("provider",), ("status",), ("created_at",), ("provider", "status"), ("fingerprint",)]:
+    for columns in [
+        ("provider",),
+        ("status",),
+        ("created_at",),
+        ("provider", "status"),
+        ("fingerprint",),
+    ]:
         assert columns in indexes["webhook_logs"], columns

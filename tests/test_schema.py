@@ -20,12 +20,23 @@ Sessions = async_sessionmaker[AsyncSession]
 
 
 async def _order(session: AsyncSession, total: str = "10.00") -> tuple[Product, Order]:
-    product = Product(sku=f"S-{uuid.uuid4().hex[:6]}", name="p", price=Decimal(total), currency="USD")
-    order = Order(email="a@example.com", total=Decimal(total), currency="USD", access_token="t", items=[])
+    product = Product(
+        sku=f"S-{uuid.uuid4().hex[:6]}", name="p", price=Decimal(total), currency="USD"
+    )
+    order = Order(
+        email="a@example.com", total=Decimal(total), currency="USD", access_token="t", items=[]
+    )
     session.add_all([product, order])
     await session.flush()
     order.items.append(
-        OrderItem(product_id=product.id, position=0, sku=product.sku, name="p", quantity=1, unit_price=product.price)
+        OrderItem(
+            product_id=product.id,
+            position=0,
+            sku=product.sku,
+            name="p",
+            quantity=1,
+            unit_price=product.price,
+        )
     )
     await session.flush()
     return product, order
@@ -46,7 +57,9 @@ def _payment(order: Order, **fields: object) -> Payment:
     "amount",
     ["123456789012.12345678", "0.00000001", "999999999999.99999999", "0.30000003", "-1.5"],
 )
-async def test_twenty_significant_digits_round_trip_exactly(sessionmaker: Sessions, amount: str) -> None:
+async def test_twenty_significant_digits_round_trip_exactly(
+    sessionmaker: Sessions, amount: str
+) -> None:
     async with sessionmaker() as session:
         _, order = await _order(session)
         session.add(_payment(order, external_id="p1", actually_paid=Decimal(amount)))
@@ -97,7 +110,9 @@ async def test_deleting_an_order_cascades_to_items_and_payments(sessionmaker: Se
         await session.execute(Order.__table__.delete().where(Order.id == order_id))
         await session.commit()
     async with sessionmaker() as session:
-        assert (await session.execute(select(func.count()).select_from(OrderItem))).scalar_one() == 0
+        assert (
+            await session.execute(select(func.count()).select_from(OrderItem))
+        ).scalar_one() == 0
         assert (await session.execute(select(func.count()).select_from(Payment))).scalar_one() == 0
 
 

@@ -18,16 +18,24 @@ CLI = [sys.executable, "-m", "cryptocheckout"]
 
 
 def _env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOWPAYMENTS_", "ADMIN_", "CRYPTOCHECKOUT_", "DATABASE_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NOWPAYMENTS_", "ADMIN_", "CRYPTOCHECKOUT_", "DATABASE_"))
+    }
     env.update(values)
     return env
 
 
 def test_migrate_creates_the_default_sqlite_database(tmp_path: Path) -> None:
-    result = subprocess.run(CLI + ["migrate"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*CLI, "migrate"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "var" / "cryptocheckout.db").exists()
-    again = subprocess.run(CLI + ["migrate"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [*CLI, "migrate"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60
+    )
     assert again.returncode == 0, again.stderr
 
 
@@ -36,12 +44,22 @@ def test_migrate_creates_the_default_sqlite_database(tmp_path: Path) -> None:
     [
         ({}, "NOWPAYMENTS_API_KEY"),
         ({"NOWPAYMENTS_API_KEY": "k", "NOWPAYMENTS_IPN_SECRET": "s"}, "ADMIN_TOKEN"),
-        ({"NOWPAYMENTS_API_KEY": "k", "NOWPAYMENTS_IPN_SECRET": "changeme", "ADMIN_TOKEN": "a"}, "NOWPAYMENTS_IPN_SECRET"),
+        (
+            {"NOWPAYMENTS_API_KEY": "k", "NOWPAYMENTS_IPN_SECRET": "changeme", "ADMIN_TOKEN": "a"},
+            "NOWPAYMENTS_IPN_SECRET",
+        ),
     ],
 )
-def test_serve_refuses_missing_secrets_naming_them(tmp_path: Path, env: dict[str, str], named: str) -> None:
+def test_serve_refuses_missing_secrets_naming_them(
+    tmp_path: Path, env: dict[str, str], named: str
+) -> None:
     result = subprocess.run(
-        CLI + ["serve", "--port", str(free_port())], cwd=tmp_path, env=_env(**env), capture_output=True, text=True, timeout=60
+        [*CLI, "serve", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert named in result.stderr
@@ -67,8 +85,19 @@ def test_readyz_is_503_when_the_database_does_not_answer() -> None:
 def test_real_socket_413_and_openapi(settings: Settings) -> None:
     with serve_in_thread(create_app(settings)) as base:
         assert httpx.get(f"{base}/readyz").status_code == 200
-        big = httpx.post(f"{base}/api/orders", content=b"x" * (65 * 1024), headers={"Content-Type": "application/json"})
+        big = httpx.post(
+            f"{base}/api/orders",
+            content=b"x" * (65 * 1024),
+            headers={"Content-Type": "application/json"},
+        )
         assert big.status_code == 413
         spec = httpx.get(f"{base}/openapi.json").json()
-        for path in ["/api/products", "/api/orders", "/api/orders/{order_id}", "/api/admin/products", "/healthz", "/readyz"]:
+        for path in [
+            "/api/products",
+            "/api/orders",
+            "/api/orders/{order_id}",
+            "/api/admin/products",
+            "/healthz",
+            "/readyz",
+        ]:
             assert path in spec["paths"], path

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from decimal import Decimal
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,7 +22,7 @@ from cryptocheckout.orders.router import router as orders_router
 from cryptocheckout.payments.router import router as payments_router
 from cryptocheckout.webhooks.ingest import NotificationStore
 from cryptocheckout.webhooks.router import router as webhooks_router
-from cryptocheckout.worker import Worker
+from cryptocheckout.worker import worker_from_settings
 
 
 def create_app(
@@ -47,7 +46,7 @@ def create_app(
             email=settings.nowpayments_email,
             password=settings.nowpayments_password.get_secret_value(),
         )
-        worker = Worker(sessionmaker, tolerance=Decimal(settings.underpaid_tolerance))
+        worker = worker_from_settings(sessionmaker, settings)
         store = NotificationStore(active, on_stored=worker.wake if run_worker else None)
         app.state.notification_store = store
         app.state.worker = worker

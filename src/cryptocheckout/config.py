@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     # Underpayment tolerance: actually_paid may fall short of pay_amount by this much.
     underpaid_tolerance: str = "0"
+    # How long a worker holds a job before another may take it over (a dead worker's job).
+    job_lease_seconds: float = 60.0
+    # How often an idle worker looks for new notifications and jobs.
+    worker_poll_seconds: float = 0.1
 
     @field_validator("nowpayments_base", "public_base_url")
     @classmethod

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -35,6 +36,7 @@ class Worker:
         *,
         tolerance: Decimal = Decimal(0),
         poll_interval: float = 0.1,
+        lease: timedelta = jobs.DEFAULT_LEASE,
         handlers: dict[str, jobs.Handler] | None = None,
         batch: int = 20,
     ) -> None:
@@ -43,6 +45,7 @@ class Worker:
         self.poll_interval = poll_interval
         self.handlers = handlers if handlers is not None else HANDLERS
         self.batch = batch
+        self.lease = lease
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.wakeup = asyncio.Event()
 
@@ -56,7 +59,9 @@ class Worker:
             if not await process_next(self.sessionmaker, self.tolerance):
                 break
             done += 1
-        for job in await jobs.claim(self.sessionmaker, self.worker_id, limit=self.batch):
+        for job in await jobs.claim(
+            self.sessionmaker, self.worker_id, limit=self.batch, lease=self.lease
+        ):
             await jobs.run_one(self.sessionmaker, job, self.worker_id, self.handlers)
             done += 1
         return done
@@ -102,3 +107,14 @@ async def run_standalone(settings: Settings) -> None:
         await worker.run(stop)
     finally:
         await engine.dispose()
+
+
+def worker_from_settings(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+) -> Worker:
+    return Worker(
+        sessionmaker,
+        tolerance=Decimal(settings.underpaid_tolerance),
+        poll_interval=settings.worker_poll_seconds,
+        lease=timedelta(seconds=settings.job_lease_seconds),
+    )
