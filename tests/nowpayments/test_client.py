@@ -19,8 +19,15 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from cryptocheckout.nowpayments.client import DEFAULT_TIMEOUT, NowPaymentsClient, encode_json
+from cryptocheckout.nowpayments.client import (
+    DEFAULT_TIMEOUT,
+    NowPaymentsClient,
+    _retry_after,
+    encode_json,
+)
 from cryptocheckout.nowpayments.errors import (
     AmountMinimalError,
     AuthRequiredError,
@@ -38,6 +45,7 @@ from cryptocheckout.nowpayments.models import (
     FixedRateCurrency,
     PaymentInfo,
     ProviderPaymentStatus,
+    loads_exact,
 )
 from tests.nowpayments.conftest import (
     MERCHANT_EMAIL,
@@ -757,3 +765,40 @@ def test_every_error_is_a_nowpayments_error() -> None:
         MissingCredentialsError,
     ):
         assert issubclass(cls, NowPaymentsError)
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False).filter(lambda d: abs(d.adjusted()) < 30))
+def test_encoded_amounts_read_back_exactly(value: Decimal) -> None:
+    text = encode_json({"price_amount": value})
+    assert b"e" not in text.split(b":")[1].lower()
+    assert loads_exact(text)["price_amount"] == value
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, None),
+        ("", None),
+        ("3", 3.0),
+        ("0.5", 0.5),
+        ("-4", 0.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+        ("soon", None),
+        ("nan", None),
+    ],
+)
+def test_retry_after_header_forms(header: str | None, seconds: float | None) -> None:
+    assert _retry_after(header) == seconds
+
+
+def test_retry_after_http_date_in_the_future() -> None:
+    moment = datetime.now(UTC) + timedelta(seconds=120)
+    seconds = _retry_after(moment.strftime("%a, %d %b %Y %H:%M:%S GMT"))
+    assert seconds is not None and 100 < seconds <= 120
+
+
+async def test_unsupported_scheme_fails_at_once() -> None:
+    async with NowPaymentsClient("ftp://127.0.0.1", "k", backoff_base=0.001) as client:
+        with pytest.raises(NowPaymentsUnavailable) as caught:
+            await client.status()
+    assert caught.value.attempts == 1

@@ -6,7 +6,8 @@ pool); share it across requests and close it with ``aclose()`` or ``async with``
     async with NowPaymentsClient(settings.nowpayments_base, api_key) as np:
         payment = await np.create_payment(Decimal("12.50"), "usd", "btc", order_id=order.id)
 
-What the client takes care of (see ``/work/shared/nowpayments.md``):
+What the client takes care of, following NOWPayments' documentation and the
+quirks real integrations meet:
 
 * JSON request bodies, with :class:`~decimal.Decimal` amounts written as JSON
   numbers in plain notation from the Decimal's own digits (never via float);

@@ -1,6 +1,6 @@
 """NOWPayments answers and IPN bodies as typed models, and the parsers behind them.
 
-NOWPayments is inconsistent about types (see ``/work/shared/nowpayments.md``):
+NOWPayments is inconsistent about types:
 ``payment_id`` is a string when a payment is created and a number everywhere
 else, the invoice id is a string ``id`` at creation and a number ``invoice_id``
 later, amounts come as JSON numbers or strings, and ``updated_at`` is ISO text
