@@ -100,8 +100,12 @@ def _storable(value: Any) -> Any:
 
 def incoming(raw_body: bytes, payload: dict[str, Any]) -> Incoming:
     status = payload.get("payment_status")
+    payment_id = payload.get("payment_id")
+    # The verifier parsed numbers the JavaScript way (as doubles); ids are whole numbers.
+    if isinstance(payment_id, float) and payment_id.is_integer():
+        payment_id = int(payment_id)
     try:
-        external_id = parse_id(payload.get("payment_id"))
+        external_id = parse_id(payment_id)
     except ValueError:
         external_id = None
     return Incoming(
@@ -168,8 +172,11 @@ class NotificationStore:
                         item.future.set_exception(StoreUnavailable(str(exc)))
                 continue
             for item in notifications:
+                # Only the first copy of a new notification in the batch is "new".
+                new = item.fingerprint in created
+                created.discard(item.fingerprint)
                 if item.future is not None and not item.future.done():
-                    item.future.set_result(item.fingerprint in created)
+                    item.future.set_result(new)
             if notifications and self._on_stored is not None:
                 self._on_stored()
 
