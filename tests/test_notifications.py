@@ -1,0 +1,369 @@
+"""Applying notifications: one forward-only state machine, amounts checked, applied once."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cryptocheckout.catalogue.models import LicenceKey
+from cryptocheckout.kit.jobs_models import Job, JobStatus
+from cryptocheckout.orders.models import Order, OrderStatus
+from cryptocheckout.payments.models import Payment, PaymentKind, PaymentStatus, StatusChange
+from cryptocheckout.webhooks import processor
+from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
+from cryptocheckout.worker import Worker
+from tests.support.ipn import ipn_payload, signed
+from tests.support.shop import Paying, paying_order
+
+URL = "/api/webhooks/nowpayments"
+SECRET = "test-ipn-secret"
+Sessions = async_sessionmaker[AsyncSession]
+
+
+class Flow:
+    def __init__(self, client: httpx.AsyncClient, sessionmaker: Sessions) -> None:
+        self.client = client
+        self.sessionmaker = sessionmaker
+        self.worker = Worker(sessionmaker)
+
+    async def send(self, paying: Paying, status: str, **overrides: Any) -> httpx.Response:
+        fields: dict[str, Any] = {
+            "order_id": str(paying.order_id),
+            "price_amount": paying.price,
+            "pay_amount": paying.pay_amount,
+            "actually_paid": paying.pay_amount if status in ("finished", "partially_paid") else 0,
+        }
+        fields.update(overrides)
+        payment_id = fields.pop("payment_id", paying.external_id)
+        body, headers = signed(ipn_payload(payment_id, status, **fields), SECRET)
+        response = await self.client.post(URL, content=body, headers=headers)
+        assert response.status_code == 200, response.text
+        return response
+
+    async def drain(self) -> None:
+        for _ in range(100):
+            if not await self.worker.run_once():
+                return
+        raise AssertionError("the worker did not settle")
+
+    async def state(self, paying: Paying) -> tuple[OrderStatus, PaymentStatus, Payment]:
+        async with self.sessionmaker() as session:
+            order = await session.get(Order, paying.order_id)
+            payment = await session.get(Payment, paying.payment_id)
+            assert order is not None and payment is not None
+            return order.status, payment.status, payment
+
+    async def logs(self) -> list[WebhookLog]:
+        async with self.sessionmaker() as session:
+            rows = await session.execute(select(WebhookLog).order_by(WebhookLog.created_at))
+            return list(rows.scalars())
+
+    async def count(self, model: Any, *where: Any) -> int:
+        async with self.sessionmaker() as session:
+            return int(
+                (
+                    await session.execute(select(func.count()).select_from(model).where(*where))
+                ).scalar_one()
+            )
+
+
+@pytest.fixture
+def flow(client: httpx.AsyncClient, sessionmaker: Sessions) -> Flow:
+    return Flow(client, sessionmaker)
+
+
+async def test_full_sequence_pays_then_fulfils_once(flow: Flow, sessionmaker: Sessions) -> None:
+    paying = await paying_order(sessionmaker, quantity=2, keys=3)
+    for status in ("waiting", "confirming", "confirmed", "sending"):
+        await flow.send(paying, status)
+        await flow.drain()
+        order_status, payment_status, _ = await flow.state(paying)
+        assert order_status in (
+            OrderStatus.WAITING,
+            OrderStatus.CONFIRMING,
+        )  # never paid before finished
+    await flow.send(paying, "finished")
+    await flow.drain()
+    order_status, payment_status, payment = await flow.state(paying)
+    assert (order_status, payment_status) == (OrderStatus.FULFILLED, PaymentStatus.FINISHED)
+    assert payment.actually_paid == Decimal("0.00045")
+    assert payment.provider_status == "finished"
+    assert not payment.needs_review
+    assert await flow.count(LicenceKey, LicenceKey.order_id == paying.order_id) == 2
+    assert await flow.count(Job) == 1
+    assert {log.status for log in await flow.logs()} == {WebhookLogStatus.PROCESSED}
+    async with sessionmaker() as session:
+        trail = (
+            await session.execute(
+                select(StatusChange.subject, StatusChange.to_status, StatusChange.cause)
+                .where(StatusChange.order_id == paying.order_id)
+                .order_by(StatusChange.created_at)
+            )
+        ).all()
+    assert [(s, t) for s, t, _ in trail if s == "order"] == [
+        ("order", "confirming"),
+        ("order", "paid"),
+        ("order", "fulfilled"),
+    ]
+    assert [t for s, t, _ in trail if s == "payment"] == ["confirming", "confirmed", "finished"]
+
+
+async def test_stale_and_repeated_statuses_change_nothing(
+    flow: Flow, sessionmaker: Sessions
+) -> None:
+    paying = await paying_order(sessionmaker)
+    await flow.send(paying, "finished")
+    await flow.drain()
+    await flow.send(paying, "waiting")
+    await flow.send(paying, "confirming")
+    await flow.send(paying, "finished", updated_at=1)  # resent by hand: other bytes, same status
+    await flow.drain()
+    order_status, payment_status, _ = await flow.state(paying)
+    assert (order_status, payment_status) == (OrderStatus.FULFILLED, PaymentStatus.FINISHED)
+    statuses = [log.status for log in await flow.logs()]
+    assert statuses == [
+        WebhookLogStatus.PROCESSED,
+        WebhookLogStatus.PROCESSED,
+        WebhookLogStatus.PROCESSED,
+        WebhookLogStatus.DUPLICATE,
+    ]
+    assert await flow.count(Job) == 1
+
+
+async def test_late_payment_after_expiry_still_pays(flow: Flow, sessionmaker: Sessions) -> None:
+    paying = await paying_order(sessionmaker)
+    await flow.send(paying, "expired")
+    await flow.drain()
+    assert (await flow.state(paying))[:2] == (OrderStatus.EXPIRED, PaymentStatus.EXPIRED)
+    await flow.send(paying, "failed")  # same rank as expired: no change
+    await flow.drain()
+    assert (await flow.state(paying))[:2] == (OrderStatus.EXPIRED, PaymentStatus.EXPIRED)
+    await flow.send(paying, "finished")
+    await flow.drain()
+    assert (await flow.state(paying))[:2] == (OrderStatus.FULFILLED, PaymentStatus.FINISHED)
+
+
+async def test_underpayment_then_completed_by_hand(flow: Flow, sessionmaker: Sessions) -> None:
+    paying = await paying_order(sessionmaker)
+    await flow.send(paying, "partially_paid", actually_paid=Decimal("0.0004"))
+    await flow.drain()
+    assert (await flow.state(paying))[:2] == (OrderStatus.UNDERPAID, PaymentStatus.UNDERPAID)
+    await flow.send(paying, "finished", actually_paid=Decimal("0.0004"))  # still short
+    await flow.drain()
+    order_status, payment_status, payment = await flow.state(paying)
+    assert (order_status, payment_status) == (OrderStatus.UNDERPAID, PaymentStatus.UNDERPAID)
+    await flow.send(paying, "finished", actually_paid=Decimal("0.00045"))  # merchant fixed it
+    await flow.drain()
+    assert (await flow.state(paying))[:2] == (OrderStatus.FULFILLED, PaymentStatus.FINISHED)
+
+
+async def test_short_finished_is_underpaid(flow: Flow, sessionmaker: Sessions) -> None:
+    paying = await paying_order(sessionmaker)
+    await flow.send(paying, "finished", actually_paid=Decimal("0.00044999"))
+    await flow.drain()
+    order_status, payment_status, payment = await flow.state(paying)
+    assert (order_status, payment_status) == (OrderStatus.UNDERPAID, PaymentStatus.UNDERPAID)
+    assert payment.needs_review and "underpaid" in (payment.review_reason or "")
+    assert await flow.count(Job) == 0
+
+
+async def test_tolerance_accepts_a_small_shortfall(flow: Flow, sessionmaker: Sessions) -> None:
+    flow.worker.tolerance = Decimal("0.00000010")
+    paying = await paying_order(sessionmaker)
+    await flow.send(paying, "finished", actually_paid=Decimal("0.00044990"))
+    await flow.drain()
+    assert (await flow.state(paying))[0] is OrderStatus.FULFILLED
+
+
+async def test_overpaid_pays_and_is_flagged(flow: Flow, sessionmaker: Sessions) -> None:
+    paying = await paying_order(sessionmaker)
+    await flow.send(paying, "finished", actually_paid=Decimal("0.0009"))
+    await flow.drain()
+    order_status, payment_status, payment = await flow.state(paying)
+    assert (order_status, payment_status) == (OrderStatus.FULFILLED, PaymentStatus.FINISHED)
+    assert payment.needs_review and "overpaid" in (payment.review_reason or "")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"price_amount": Decimal("1.00")},
+        {"price_currency": "eur"},
+        {"pay_currency": "eth"},
+    ],
+    ids=["price", "price-currency", "pay-currency"],
+)
+async def test_price_or_currency_not_ours_is_held_for_staff(
+    flow: Flow, sessionmaker: Sessions, overrides: dict[str, Any]
+) -> None:
+    paying = await paying_order(sessionmaker)
+    await flow.send(paying, "finished", **overrides)
+    await flow.drain()
+    order_status, payment_status, payment = await flow.state(paying)
+    assert (order_status, payment_status) == (OrderStatus.UNDERPAID, PaymentStatus.UNDERPAID)
+    assert payment.needs_review and "conflict" in (payment.review_reason or "")
+    assert await flow.count(Job) == 0
+
+
+async def test_refund_and_cancel_map_to_their_statuses(flow: Flow, sessionmaker: Sessions) -> None:
+    refunded = await paying_order(sessionmaker, external_id="100")
+    cancelled = await paying_order(sessionmaker, external_id="200")
+    await flow.send(refunded, "finished")
+    await flow.send(cancelled, "cancelled")
+    await flow.drain()
+    await flow.send(refunded, "refunded")
+    await flow.drain()
+    assert (await flow.state(refunded))[:2] == (OrderStatus.REFUNDED, PaymentStatus.REFUNDED)
+    assert (await flow.state(cancelled))[:2] == (OrderStatus.FAILED, PaymentStatus.FAILED)
+
+
+async def test_unknown_payments_fail_with_the_reason(flow: Flow, sessionmaker: Sessions) -> None:
+    stranger = Paying(uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), "999", Decimal(1), Decimal(1))
+    await flow.send(stranger, "finished")
+    payout = {"id": "5000000713", "batch_withdrawal_id": "5000000000", "status": "FINISHED"}
+    body, headers = signed(payout, SECRET)
+    await flow.client.post(URL, content=body, headers=headers)
+    paying = await paying_order(sessionmaker)
+    await flow.send(paying, "teleported")
+    await flow.drain()
+    logs = await flow.logs()
+    assert [log.status for log in logs] == [WebhookLogStatus.FAILED] * 3
+    assert "unknown payment 999" in (logs[0].error or "")
+    assert "not a payment notification" in (logs[1].error or "")
+    assert "unknown payment_status" in (logs[2].error or "")
+
+
+async def test_our_order_with_an_unrecorded_payment_is_retried(
+    flow: Flow, sessionmaker: Sessions
+) -> None:
+    paying = await paying_order(sessionmaker, external_id=None)
+    await flow.send(paying, "waiting", payment_id="4242")
+    await flow.drain()
+    [log] = await flow.logs()
+    assert log.status is WebhookLogStatus.PENDING and log.attempts == 1
+    assert log.next_attempt_at is not None and "retrying" in (log.error or "")
+    # the creating request records the provider's id, and the retry finds the payment
+    async with sessionmaker() as session:
+        payment = await session.get(Payment, paying.payment_id)
+        assert payment is not None
+        payment.external_id = "4242"
+        log_row = await session.get(WebhookLog, log.id)
+        assert log_row is not None
+        log_row.next_attempt_at = None
+        await session.commit()
+    await flow.drain()
+    [log] = await flow.logs()
+    assert log.status is WebhookLogStatus.PROCESSED
+
+
+async def test_retries_end_in_failed(
+    flow: Flow, sessionmaker: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(processor, "RETRY_BASE", processor.timedelta(0))
+    paying = await paying_order(sessionmaker, external_id=None)
+    await flow.send(paying, "waiting", payment_id="4242")
+    for _ in range(processor.MAX_ATTEMPTS + 2):
+        await flow.drain()
+    [log] = await flow.logs()
+    assert log.status is WebhookLogStatus.FAILED
+    assert log.attempts == processor.MAX_ATTEMPTS
+
+
+async def test_invoice_payment_learns_its_payment_id(flow: Flow, sessionmaker: Sessions) -> None:
+    paying = await paying_order(
+        sessionmaker, external_id=None, invoice_id="6120000001", kind=PaymentKind.INVOICE
+    )
+    await flow.send(paying, "waiting", payment_id="5300000001", invoice_id=6120000001)
+    await flow.send(paying, "finished", payment_id="5300000001", invoice_id=6120000001)
+    await flow.drain()
+    order_status, payment_status, payment = await flow.state(paying)
+    assert payment.external_id == "5300000001"
+    assert payment.pay_amount == Decimal("0.00045") and payment.pay_currency == "btc"
+    assert (order_status, payment_status) == (OrderStatus.FULFILLED, PaymentStatus.FINISHED)
+
+
+async def test_repeated_deposit_never_fulfils_twice(flow: Flow, sessionmaker: Sessions) -> None:
+    paying = await paying_order(sessionmaker, keys=5)
+    await flow.send(paying, "finished")
+    await flow.drain()
+    await flow.send(paying, "finished", payment_id="5077125099", parent_payment_id=5077125051)
+    await flow.drain()
+    assert (await flow.state(paying))[0] is OrderStatus.FULFILLED
+    assert await flow.count(Job) == 1
+    assert await flow.count(LicenceKey, LicenceKey.order_id == paying.order_id) == 1
+    async with sessionmaker() as session:
+        child = (
+            await session.execute(select(Payment).where(Payment.external_id == "5077125099"))
+        ).scalar_one()
+    assert child.order_id == paying.order_id
+    assert child.parent_external_id == "5077125051"
+    assert child.status is PaymentStatus.FINISHED
+    assert child.needs_review and "already" in (child.review_reason or "")
+
+
+async def test_repeated_deposit_can_complete_an_underpaid_order(
+    flow: Flow, sessionmaker: Sessions
+) -> None:
+    paying = await paying_order(sessionmaker)
+    await flow.send(paying, "partially_paid", actually_paid=Decimal("0.0002"))
+    await flow.drain()
+    await flow.send(
+        paying,
+        "partially_paid",
+        payment_id="77",
+        parent_payment_id=5077125051,
+        actually_paid=Decimal("0.0001"),
+    )
+    await flow.drain()
+    assert (await flow.state(paying))[0] is OrderStatus.UNDERPAID
+    await flow.send(paying, "finished", payment_id="78", parent_payment_id=5077125051)
+    await flow.drain()
+    assert (await flow.state(paying))[0] is OrderStatus.FULFILLED
+    assert await flow.count(Job) == 1
+
+
+async def test_replay_of_an_applied_notification_changes_nothing(
+    flow: Flow, sessionmaker: Sessions
+) -> None:
+    paying = await paying_order(sessionmaker)
+    await flow.send(paying, "finished")
+    await flow.drain()
+    [log] = await flow.logs()
+    changes = await flow.count(StatusChange)
+    replayed = await processor.replay(sessionmaker, log.id, Decimal(0))
+    assert replayed is not None and replayed.status is WebhookLogStatus.PROCESSED
+    assert await flow.count(StatusChange) == changes
+    assert await flow.count(Job) == 1
+
+
+async def test_fulfilment_waits_for_stock(flow: Flow, sessionmaker: Sessions, admin: Any) -> None:
+    paying = await paying_order(sessionmaker, quantity=2, keys=1)
+    await flow.send(paying, "finished")
+    await flow.drain()
+    assert (await flow.state(paying))[0] is OrderStatus.PAID
+    async with sessionmaker() as session:
+        job = (await session.execute(select(Job))).scalar_one()
+    assert job.status is JobStatus.QUEUED and "OutOfStock" in (job.last_error or "")
+    assert (
+        await flow.count(LicenceKey, LicenceKey.order_id == paying.order_id) == 0
+    )  # all or nothing
+    added = await flow.client.post(
+        f"/api/admin/products/{paying.product_id}/keys",
+        json={"keys": ["NEW-1"]},
+        headers=admin.headers,
+    )
+    assert added.status_code == 201
+    async with sessionmaker() as session:
+        stored = await session.get(Job, job.id)
+        assert stored is not None
+        stored.run_at = stored.created_at
+        await session.commit()
+    await flow.drain()
+    assert (await flow.state(paying))[0] is OrderStatus.FULFILLED
+    assert await flow.count(LicenceKey, LicenceKey.order_id == paying.order_id) == 2
