@@ -156,7 +156,7 @@ async def test_underpayment_then_completed_by_hand(flow: Flow, sessionmaker: Ses
     assert (await flow.state(paying))[:2] == (OrderStatus.UNDERPAID, PaymentStatus.UNDERPAID)
     await flow.send(paying, "finished", actually_paid=Decimal("0.0004"))  # still short
     await flow.drain()
-    order_status, payment_status, payment = await flow.state(paying)
+    order_status, payment_status, _ = await flow.state(paying)
     assert (order_status, payment_status) == (OrderStatus.UNDERPAID, PaymentStatus.UNDERPAID)
     await flow.send(paying, "finished", actually_paid=Decimal("0.00045"))  # merchant fixed it
     await flow.drain()
