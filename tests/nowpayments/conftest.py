@@ -67,12 +67,18 @@ class Delivery:
 class IpnReceiver:
     """A tiny ASGI app standing in for the shop's IPN endpoint."""
 
-    url: str = ""
+    base_url: str = ""
     # Seconds to wait before answering each POST (a slow shop).
     delay: float = 0.0
     _deliveries: list[Delivery] = field(default_factory=list)
     _failures: list[int] = field(default_factory=list)
     _changed: threading.Condition = field(default_factory=threading.Condition)
+    _generation: int = 0
+
+    @property
+    def url(self) -> str:
+        """Where to send IPNs; a new path for every test (see :meth:`clear`)."""
+        return f"{self.base_url}/ipn/{self._generation}"
 
     @property
     def deliveries(self) -> list[Delivery]:
@@ -90,7 +96,11 @@ class IpnReceiver:
             self._failures.extend([status] * count)
 
     def clear(self) -> None:
+        """Forget everything. The URL changes too, so a POST to an earlier test's URL that
+        lands late (the sandbox was reset while it was on the wire) is answered but not kept.
+        """
         with self._changed:
+            self._generation += 1
             self._deliveries.clear()
             self._failures.clear()
             self.delay = 0.0
@@ -107,16 +117,6 @@ class IpnReceiver:
                 self._changed.wait(remaining)
             return list(self._deliveries)
 
-    def settle(self, quiet: float = 0.15) -> list[Delivery]:
-        """Wait until nothing more arrives for ``quiet`` seconds."""
-        seen = -1
-        while True:
-            current = len(self.deliveries)
-            if current == seen:
-                return self.deliveries
-            seen = current
-            time.sleep(quiet)
-
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while True:
@@ -132,20 +132,22 @@ class IpnReceiver:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        # Recorded on arrival, so a POST still being answered when a test ends is wiped
-        # by the next test's clear() instead of showing up in it.
         with self._changed:
-            status = self._failures.pop(0) if self._failures else 200
-            delay = self.delay
-            self._deliveries.append(
-                Delivery(
-                    path=scope["path"],
-                    headers={k.decode().lower(): v.decode() for k, v in scope["headers"]},
-                    body=body,
-                    answered=status,
-                    received_at=time.monotonic(),
+            if scope["path"] != f"/ipn/{self._generation}":
+                status, delay = 200, 0.0
+            else:
+                status = self._failures.pop(0) if self._failures else 200
+                delay = self.delay
+                # Kept on arrival, before any delay, so what a test sees is what was sent.
+                self._deliveries.append(
+                    Delivery(
+                        path=scope["path"],
+                        headers={k.decode().lower(): v.decode() for k, v in scope["headers"]},
+                        body=body,
+                        answered=status,
+                        received_at=time.monotonic(),
+                    )
                 )
-            )
             self._changed.notify_all()
         if delay:
             await asyncio.sleep(delay)
@@ -232,7 +234,12 @@ class SandboxHandle:
         timeout: float = WAIT,
         **filters: Any,
     ) -> list[dict[str, Any]]:
-        """Notifications sent (oldest first); waits for ``min_count`` / ``settled`` ones."""
+        """Notifications sent (oldest first).
+
+        Waits until ``min_count`` exist; with ``settled`` also until each is delivered or
+        has given up and the payment(s) have no statuses still to come, after which the
+        receiver has seen everything it is going to see.
+        """
         params: dict[str, Any] = {"min_count": min_count, "timeout": timeout, **filters}
         if payment_id is not None:
             params["payment_id"] = payment_id
@@ -311,7 +318,7 @@ def sandbox_factory() -> Iterator[Callable[..., SandboxHandle]]:
 def _ipn_receiver_server() -> Iterator[IpnReceiver]:
     receiver = IpnReceiver()
     with serve_in_thread(receiver) as base_url:
-        receiver.url = f"{base_url}/ipn"
+        receiver.base_url = base_url
         yield receiver
 
 

@@ -186,7 +186,7 @@ async def api_auth(request: Request) -> JsResponse:
         password_ok = hmac.compare_digest(password.encode(), rt.config.password.encode())
         if not (email_ok and password_ok):
             raise ApiError(401, "INVALID_CREDENTIALS", "Invalid email or password")
-    return JsResponse({"token": rt.jwt.issue(email)})
+    return JsResponse({"token": rt.jwt.issue(email, rt.store.settings.jwt_ttl)})
 
 
 @router.get("/currencies", dependencies=merchant)

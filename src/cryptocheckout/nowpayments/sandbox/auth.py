@@ -42,13 +42,12 @@ def _unb64(text: str) -> bytes:
 class JwtIssuer:
     """HS256 tokens signed with a key that lives as long as the process, like a session."""
 
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
+    def __init__(self) -> None:
         self._key = secrets.token_bytes(32)
 
-    def issue(self, subject: str) -> str:
+    def issue(self, subject: str, ttl: float) -> str:
         now = time.time()
-        claims = {"id": subject, "iat": int(now), "exp": now + self.ttl}
+        claims = {"id": subject, "iat": int(now), "exp": now + ttl}
         head = _b64(json.dumps(_JWT_HEADER, separators=(",", ":")).encode())
         body = _b64(json.dumps(claims, separators=(",", ":")).encode())
         signature = hmac.new(self._key, f"{head}.{body}".encode(), hashlib.sha256).digest()

@@ -133,6 +133,7 @@ def settings_view(settings: RuntimeSettings) -> dict[str, Any]:
         "resend_attempts": settings.resend_attempts,
         "resend_interval": settings.resend_interval,
         "ipn_timeout": settings.ipn_timeout,
+        "jwt_ttl": settings.jwt_ttl,
         "status_requires_jwt": settings.status_requires_jwt,
         "amounts_as_strings": settings.amounts_as_strings,
         "chaos": chaos_view(settings.chaos),
@@ -281,6 +282,7 @@ async def patch_settings(request: Request) -> JsResponse:
     resend_attempts = _int(data, "resend_attempts", 0, 100)
     resend_interval = _number(data, "resend_interval", 0, MAX_WAIT)
     ipn_timeout = _number(data, "ipn_timeout", 0.01, MAX_WAIT)
+    jwt_ttl = _number(data, "jwt_ttl", 0, 86_400)
     requires_jwt = _flag(data, "status_requires_jwt")
     as_strings = _flag(data, "amounts_as_strings")
     chaos = data.get("chaos")
@@ -297,6 +299,8 @@ async def patch_settings(request: Request) -> JsResponse:
             settings.resend_interval = resend_interval
         if ipn_timeout is not None:
             settings.ipn_timeout = ipn_timeout
+        if jwt_ttl is not None:
+            settings.jwt_ttl = jwt_ttl
         if requires_jwt is not None:
             settings.status_requires_jwt = requires_jwt
         if as_strings is not None:
@@ -454,7 +458,8 @@ async def list_notifications(request: Request) -> JsResponse:
     """Notifications sent, oldest first, filtered; waits for them when asked to.
 
     ``min_count`` waits until that many match; ``settled=true`` also waits until each of
-    them is delivered or has given up; ``timeout`` (default 5 s) bounds the wait. The
+    them is delivered or has given up and the payments concerned (all, without a filter)
+    have no statuses still to come; ``timeout`` (default 5 s) bounds the wait. The
     answer says whether the condition was met in ``complete``.
     """
     rt = runtime(request)
@@ -473,13 +478,25 @@ async def list_notifications(request: Request) -> JsResponse:
             and (invoice_id is None or n.invoice_id == invoice_id)
             and (status is None or n.payment_status == status)
         ]
-        done = len(items) >= min_count and (not settled or all(n.state.settled for n in items))
+        done = len(items) >= min_count
+        if settled and done:
+            done = all(n.state.settled for n in items) and not _walking(rt, payment_id, invoice_id)
         return done, items
 
     complete, items = await _wait_until(rt, timeout, probe)
     with rt.store.lock:
         views = [notification_view(n) for n in items]
     return JsResponse({"items": views, "complete": complete})
+
+
+def _walking(rt: SandboxRuntime, payment_id: int | None, invoice_id: int | None) -> bool:
+    walking = rt.simulation.walking()
+    if payment_id is not None:
+        return payment_id in walking
+    if invoice_id is not None:
+        invoice = rt.store.invoices.get(invoice_id)
+        return invoice is not None and not walking.isdisjoint(invoice.payment_ids)
+    return bool(walking)
 
 
 @router.get("/notifications/{notification_id}")

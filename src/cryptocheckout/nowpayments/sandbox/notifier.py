@@ -125,7 +125,7 @@ class Notifier:
             self.spawn(self._dispatch([notification, held], chaos))
 
     async def _release_later(self, notification: Notification, chaos: Chaos) -> None:
-        await asyncio.sleep(max(3 * self._store.settings.step_delay, 0.2))
+        await asyncio.sleep(max(3 * self._store.settings.step_delay, 0.1))
         if self._held.get(notification.payment_id) is notification:
             del self._held[notification.payment_id]
             await self._dispatch([notification], chaos)

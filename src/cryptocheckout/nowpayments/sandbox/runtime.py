@@ -30,7 +30,7 @@ class SandboxRuntime:
             store=store,
             notifier=notifier,
             simulation=Simulation(store, notifier),
-            jwt=JwtIssuer(config.jwt_ttl),
+            jwt=JwtIssuer(),
         )
 
     def invoice_url(self, invoice: Invoice) -> str:

@@ -289,9 +289,15 @@ class Simulation:
         finally:
             if self._sequences.get(payment.id) is asyncio.current_task():
                 del self._sequences[payment.id]
+                # Waiters for "nothing more under way" need to hear that the walk ended.
+                self.store.touch()
 
     def is_walking(self, payment_id: int) -> bool:
         return payment_id in self._sequences
+
+    def walking(self) -> set[int]:
+        """Payments with statuses still to come."""
+        return set(self._sequences)
 
 
 def _paid_amount(pay_amount: Decimal, paid: Paid) -> Decimal:

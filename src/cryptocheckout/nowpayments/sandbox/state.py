@@ -91,6 +91,7 @@ class RuntimeSettings:
     resend_attempts: int
     resend_interval: float
     ipn_timeout: float
+    jwt_ttl: float
     chaos: Chaos = field(default_factory=Chaos)
     # One older report says the real status call once demanded a JWT as well.
     status_requires_jwt: bool = False
@@ -104,6 +105,7 @@ class RuntimeSettings:
             resend_attempts=config.resend_attempts,
             resend_interval=config.resend_interval,
             ipn_timeout=config.ipn_timeout,
+            jwt_ttl=config.jwt_ttl,
         )
 
 
