@@ -387,3 +387,23 @@ def test_no_json_body_ever_causes_a_server_error(
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         error(response)
+
+
+def test_a_form_encoded_body_is_refused_with_a_clear_message(sandbox: SandboxHandle) -> None:
+    response = sandbox.api.post("/v1/payment", data={"price_amount": "25"})
+    assert error(response) == (400, "INVALID_REQUEST_PARAMS")
+    assert "JSON" in response.json()["message"]
+
+
+def test_a_defect_still_answers_in_the_error_shape_with_a_request_id(
+    sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("simulated defect")
+
+    monkeypatch.setattr("cryptocheckout.nowpayments.sandbox.coins.estimate", broken)
+    response = sandbox.api.get(
+        "/v1/estimate", params={"amount": "1", "currency_from": "usd", "currency_to": "btc"}
+    )
+    assert error(response) == (500, "INTERNAL_ERROR")
+    assert response.headers["x-request-id"]

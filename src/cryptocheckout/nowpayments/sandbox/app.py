@@ -60,8 +60,23 @@ class RequestLog:
                 MutableHeaders(scope=message).append("x-request-id", request_id)
             await send(message)
 
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_id(message)
+
         try:
-            await self.app(scope, receive_logged, send_with_id)
+            await self.app(scope, receive_logged, send_tracked)
+        except Exception:
+            # Answered here rather than by Starlette's outer error middleware, so even a
+            # defect's 500 has the NOWPayments error shape and a request id.
+            logger.exception("sandbox defect on %s %s", scope["method"], scope["path"])
+            if started:
+                raise
+            error = ApiError(500, ErrorCode.INTERNAL_ERROR, "Internal server error")
+            await error_response(error)(scope, receive, send_with_id)
         finally:
             path: str = scope["path"]
             if path.startswith("/v1"):
@@ -117,11 +132,6 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return error_response(ApiError(400, ErrorCode.INVALID_REQUEST_PARAMS, str(exc)[:300]))
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    logger.exception("sandbox defect on %s %s", request.method, request.url.path)
-    return error_response(ApiError(500, ErrorCode.INTERNAL_ERROR, "Internal server error"))
-
-
 def create_sandbox_app(config: SandboxConfig) -> FastAPI:
     """A fresh sandbox with empty state; background work stops with the app's lifespan."""
     rt = SandboxRuntime.build(config)
@@ -146,7 +156,6 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
     app.add_exception_handler(api.InjectedFault, _injected_fault)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(Exception, _unexpected)
     app.include_router(api.router)
     app.include_router(control.router)
     app.include_router(pages.router)

@@ -146,14 +146,15 @@ def _is_json_type(content_type: str) -> bool:
 
 
 async def json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object; any other body reads as empty, as Express's JSON parser does.
-
-    So a form-encoded body fails on its first required field with 400
-    INVALID_REQUEST_PARAMS instead of being half understood.
+    """The request's JSON object. An empty body reads as ``{}``, so required fields are
+    reported by name; a body of another type (a form) is refused outright, where the real
+    API's JSON parser would ignore it and then miss the fields.
     """
     raw = await request.body()
-    if not raw.strip() or not _is_json_type(request.headers.get("content-type", "")):
+    if not raw.strip():
         return {}
+    if not _is_json_type(request.headers.get("content-type", "")):
+        raise invalid("Request body must be JSON (Content-Type: application/json)")
     try:
         data = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
