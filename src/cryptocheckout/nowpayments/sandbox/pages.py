@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from cryptocheckout.nowpayments.sandbox import coins
 from cryptocheckout.nowpayments.sandbox.control import start_invoice_payment
 from cryptocheckout.nowpayments.sandbox.runtime import SandboxRuntime, runtime
-from cryptocheckout.nowpayments.sandbox.simulation import Outcome
+from cryptocheckout.nowpayments.sandbox.simulation import Outcome, address_seed
 from cryptocheckout.nowpayments.sandbox.state import Invoice, Payment, Status
 from cryptocheckout.nowpayments.sandbox.wire import ApiError, amount, is_http_url, iso, plain
 
@@ -60,10 +60,10 @@ def _invoice_context(invoice: Invoice) -> dict[str, Any]:
     }
 
 
-def _quote(invoice: Invoice, coin: coins.Coin, rt: SandboxRuntime) -> dict[str, Any]:
+def _quote(invoice: Invoice, coin: coins.Coin) -> dict[str, Any]:
     quoted = coins.quote_pay_amount(invoice.price_amount, invoice.price_currency, coin.ticker)
     # The same seed the payment will use, so the address shown is the one it gets.
-    seed = rt.simulation.address_seed(invoice.id, 0, coin.ticker)
+    seed = address_seed(invoice.id, 0, coin.ticker)
     minimum = coins.min_amount(coin.ticker, coin.ticker)
     return {
         "amount": plain(quoted),
@@ -84,16 +84,17 @@ def _coin_context(coin: coins.Coin) -> dict[str, Any]:
 
 
 def _links(invoice: Invoice, payment: Payment) -> list[dict[str, str]]:
+    """Where the real page sends the customer back to, for the payment's status."""
     if payment.status == Status.FINISHED:
-        candidates = [("Return to the shop", invoice.success_url)]
+        url = invoice.success_url
     elif payment.status == Status.PARTIALLY_PAID:
-        candidates = [("Return to the shop", invoice.partially_paid_url or invoice.cancel_url)]
+        url = invoice.partially_paid_url or invoice.cancel_url
     else:
-        candidates = [("Return to the shop", invoice.cancel_url)]
-    return [{"label": label, "url": url} for label, url in candidates if url and is_http_url(url)]
+        url = invoice.cancel_url
+    return [{"label": "Return to the shop", "url": url}] if url and is_http_url(url) else []
 
 
-def _payment_context(rt: SandboxRuntime, payment: Payment) -> dict[str, Any]:
+def _payment_context(payment: Payment) -> dict[str, Any]:
     return {
         "id": payment.id,
         "status": str(payment.status),
@@ -181,13 +182,12 @@ async def invoice_page(request: Request) -> Response:
         }
         payment = _selected_payment(rt, invoice, params.get("payment_id"), params.get("new"))
         if payment is not None:
-            notifications = _notifications_context(rt, payment)
             in_progress = rt.simulation.is_walking(payment.id) or any(
-                n["state"] not in ("delivered", "failed", "cancelled") for n in notifications
+                not n.state.settled for n in rt.store.notifications if n.payment_id == payment.id
             )
             context.update(
-                payment=_payment_context(rt, payment),
-                notifications=notifications,
+                payment=_payment_context(payment),
+                notifications=_notifications_context(rt, payment),
                 links=_links(invoice, payment),
                 in_progress=in_progress,
                 refresh=max(1, round(rt.store.settings.step_delay)) if in_progress else None,
@@ -196,20 +196,12 @@ async def invoice_page(request: Request) -> Response:
         ticker = invoice.pay_currency or (params.get("pay_currency") or "").lower()
         coin = coins.COINS.get(ticker)
         if coin is not None:
-            context.update(coin=_coin_context(coin), quote=_quote(invoice, coin, rt))
+            context.update(coin=_coin_context(coin), quote=_quote(invoice, coin))
         else:
             context["options"] = [
-                {**_coin_context(c), **_quote_summary(invoice, c)} for c in coins.COINS.values()
+                {**_coin_context(c), **_quote(invoice, c)} for c in coins.COINS.values()
             ]
         return render("invoice.html", **context)
-
-
-def _quote_summary(invoice: Invoice, coin: coins.Coin) -> dict[str, Any]:
-    quoted = coins.quote_pay_amount(invoice.price_amount, invoice.price_currency, coin.ticker)
-    return {
-        "amount": plain(quoted),
-        "too_small": quoted < coins.min_amount(coin.ticker, coin.ticker),
-    }
 
 
 def _selected_payment(

@@ -1,14 +1,15 @@
 """What happens to payments: creation, the status sequences NOWPayments walks, and the
 events a real account meets (late payments, refunds, repeated deposits).
 
-Every status change goes through :meth:`Simulation.set_status`, which stamps the payment
-and emits its IPN; sequences are background tasks that call it one step at a time.
+Every status change, single step or sequence, goes through one method that stamps the
+payment and emits its IPN; sequences are background tasks taking one step per
+``step_delay``, and a new instruction for a payment replaces the sequence it was walking.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_DOWN, Decimal
 from enum import StrEnum
 
@@ -81,6 +82,14 @@ _RECEIVED = frozenset(
 )
 
 
+def address_seed(invoice_id: int | None, payment_id: int, pay_currency: str) -> str:
+    """What a payment's fake address and memo derive from."""
+    # An invoice page shows the address before the payment exists, so it keys on the invoice.
+    if invoice_id is not None:
+        return f"invoice:{invoice_id}:{pay_currency}"
+    return f"payment:{payment_id}"
+
+
 def remaining_steps(outcome: Outcome, current: Status) -> list[tuple[Status, Paid]]:
     """The plan's steps after the payment's current status (all of them if it is not in it).
 
@@ -128,18 +137,12 @@ class Simulation:
 
     # -- creation -------------------------------------------------------------------------
 
-    def address_seed(self, invoice_id: int | None, payment_id: int, pay_currency: str) -> str:
-        # An invoice shows its address before the payment exists, so it keys on the invoice.
-        if invoice_id is not None:
-            return f"invoice:{invoice_id}:{pay_currency}"
-        return f"payment:{payment_id}"
-
     def create_payment(self, request: NewPayment) -> Payment:
         coin = coins.COINS[request.pay_currency]
         now = utcnow()
         payment_id = self.store.new_id()
         invoice_id = request.invoice.id if request.invoice is not None else None
-        seed = self.address_seed(invoice_id, payment_id, coin.ticker)
+        seed = address_seed(invoice_id, payment_id, coin.ticker)
         pay_amount = request.pay_amount or coins.quote_pay_amount(
             request.price_amount, request.price_currency, coin.ticker
         )
@@ -202,7 +205,7 @@ class Simulation:
                 created_at=now,
                 updated_at=now,
                 valid_until=parent.valid_until,
-                chaos=parent.chaos,
+                chaos=replace(parent.chaos),
                 history=[],
             )
             self.store.add_payment(child)
