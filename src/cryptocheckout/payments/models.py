@@ -33,7 +33,11 @@ OPEN_PAYMENT_STATUSES = (
     PaymentStatus.CONFIRMING,
     PaymentStatus.CONFIRMED,
 )
-_OPEN_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in OPEN_PAYMENT_STATUSES))
+# Payments the provider starts on its own (repeated deposits, another payment on an invoice)
+# carry parent_external_id and do not count: the rule is about payments the shop opens.
+_OPEN_SQL = "status IN ({}) AND parent_external_id IS NULL".format(
+    ", ".join(f"'{s.value}'" for s in OPEN_PAYMENT_STATUSES)
+)
 
 
 class PaymentKind(enum.StrEnum):

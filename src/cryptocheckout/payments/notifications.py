@@ -164,25 +164,14 @@ async def _unknown(session: AsyncSession, info: PaymentInfo, reason: str) -> App
 
 async def _child(
     session: AsyncSession, sibling: Payment, info: PaymentInfo, reason: str
-) -> Payment | Applied:
+) -> Payment:
     """A further payment of the same order: recorded on its own row, flagged for staff.
 
     Checked against the amounts of the payment it follows, so it pays an order only if the
     order is not paid yet and the money is right; the order's forward-only status and the
-    one fulfilment job per order make a second fulfilment impossible.
+    one fulfilment job per order make a second fulfilment impossible. It has
+    `parent_external_id` set, so it never counts as the order's one open payment.
     """
-    if (
-        PROVIDER_OUTCOMES[info.status].payment
-        in (
-            PaymentStatus.WAITING,
-            PaymentStatus.CONFIRMING,
-            PaymentStatus.CONFIRMED,
-        )
-        and await repository.open_for_order(session, sibling.order_id) is not None
-    ):
-        # The order already has an open payment; an open sibling would break "one open
-        # payment per order". Its later, closing notification creates the row.
-        return Applied(Result.PROCESSED, f"{reason}: not recorded while another payment is open")
     child = Payment(
         order_id=sibling.order_id,
         kind=sibling.kind,

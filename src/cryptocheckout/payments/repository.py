@@ -30,7 +30,9 @@ async def by_invoice_id(session: AsyncSession, invoice_id: str) -> Payment | Non
 async def open_for_order(session: AsyncSession, order_id: uuid.UUID) -> Payment | None:
     rows = await session.execute(
         select(Payment).where(
-            Payment.order_id == order_id, Payment.status.in_(OPEN_PAYMENT_STATUSES)
+            Payment.order_id == order_id,
+            Payment.status.in_(OPEN_PAYMENT_STATUSES),
+            Payment.parent_external_id.is_(None),
         )
     )
     return rows.scalar_one_or_none()

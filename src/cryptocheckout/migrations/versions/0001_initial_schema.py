@@ -396,8 +396,12 @@ def upgrade() -> None:
             "uq_payments_open_per_order",
             ["order_id"],
             unique=True,
-            postgresql_where=sa.text("status IN ('created', 'waiting', 'confirming', 'confirmed')"),
-            sqlite_where=sa.text("status IN ('created', 'waiting', 'confirming', 'confirmed')"),
+            postgresql_where=sa.text(
+                "status IN ('created', 'waiting', 'confirming', 'confirmed') AND parent_external_id IS NULL"
+            ),
+            sqlite_where=sa.text(
+                "status IN ('created', 'waiting', 'confirming', 'confirmed') AND parent_external_id IS NULL"
+            ),
         )
 
     op.create_table(
@@ -458,8 +462,12 @@ def downgrade() -> None:
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.drop_index(
             "uq_payments_open_per_order",
-            postgresql_where=sa.text("status IN ('created', 'waiting', 'confirming', 'confirmed')"),
-            sqlite_where=sa.text("status IN ('created', 'waiting', 'confirming', 'confirmed')"),
+            postgresql_where=sa.text(
+                "status IN ('created', 'waiting', 'confirming', 'confirmed') AND parent_external_id IS NULL"
+            ),
+            sqlite_where=sa.text(
+                "status IN ('created', 'waiting', 'confirming', 'confirmed') AND parent_external_id IS NULL"
+            ),
         )
         batch_op.drop_index(batch_op.f("ix_payments_status"))
         batch_op.drop_index(batch_op.f("ix_payments_order_id_status"))
