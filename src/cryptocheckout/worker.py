@@ -101,10 +101,7 @@ async def run_standalone(settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        worker = Worker(
-            create_sessionmaker(engine), tolerance=Decimal(settings.underpaid_tolerance)
-        )
-        await worker.run(stop)
+        await worker_from_settings(create_sessionmaker(engine), settings).run(stop)
     finally:
         await engine.dispose()
 
