@@ -6,7 +6,7 @@ an empty receiver and pays no start-up cost.
 
 * ``sandbox``: a :class:`SandboxHandle` (``.base_url``, ``.api_key``, ``.ipn_secret``,
   ``.config``, ``.api`` - an httpx client sending the API key, ``.control`` - a plain httpx
-  client, and helpers for the control API). Steps are 20 ms apart and resends 50 ms.
+  client, and helpers for the control API). Steps are 10 ms apart and resends 30 ms.
 * ``ipn_receiver``: an :class:`IpnReceiver` (``.url``, ``.deliveries``, ``.wait_for(n)``,
   ``.fail_next(n, status)``, ``.delay``) recording every POST it gets.
 * ``sandbox_factory``: starts a separate sandbox with other settings (JWT lifetime,
@@ -33,8 +33,8 @@ from tests.support.servers import free_port, serve_in_thread
 
 SANDBOX_API_KEY = "sandbox-test-api-key-3f9a"
 SANDBOX_IPN_SECRET = "sandbox-test-ipn-secret-7c2e"
-STEP_DELAY = 0.02
-RESEND_INTERVAL = 0.05
+STEP_DELAY = 0.01
+RESEND_INTERVAL = 0.03
 RESEND_ATTEMPTS = 3
 WAIT = 5.0
 MERCHANT_EMAIL = "merchant@example.com"

@@ -37,17 +37,6 @@ __all__ = [
     "utcnow",
 ]
 
-# Statuses after which NOWPayments sends nothing more on its own.
-FINAL_STATUSES = frozenset(
-    {
-        Status.FINISHED,
-        Status.PARTIALLY_PAID,
-        Status.EXPIRED,
-        Status.FAILED,
-        Status.REFUNDED,
-        Status.CANCELLED,
-    }
-)
 # Fixed-rate quotes hold about 20 minutes; floating ones wait a week for the coins.
 FIXED_RATE_LIFETIME = timedelta(minutes=20)
 FLOATING_LIFETIME = timedelta(days=7)

@@ -164,10 +164,6 @@ async def json_body(request: Request) -> dict[str, Any]:
     return data
 
 
-def _describe_type(value: object) -> str:
-    return type(value).__name__
-
-
 def req_text(data: Mapping[str, Any], name: str) -> str:
     value = opt_text(data, name)
     if value is None:
