@@ -187,8 +187,8 @@ class SandboxHandle:
         self.control.post("/sandbox/reset").raise_for_status()
 
     def settings(self, **changes: Any) -> dict[str, Any]:
-        """Change runtime settings: step_delay, resend_attempts, resend_interval,
-        ipn_timeout, status_requires_jwt, amounts_as_strings, chaos={duplicates, delay, reorder}.
+        """Change runtime settings: step_delay, resend_attempts, resend_interval, ipn_timeout,
+        jwt_ttl, status_requires_jwt, amounts_as_strings, chaos={duplicates, delay, reorder}.
         """
         return self._ok(self.control.patch("/sandbox/settings", json=changes))
 
@@ -262,9 +262,12 @@ class SandboxHandle:
         return str(response.json()["token"])
 
     @staticmethod
-    def _ok(response: httpx.Response) -> Any:
+    def _ok(response: httpx.Response) -> dict[str, Any]:
+        """The JSON object of a successful answer; fails the test on any other."""
         assert response.is_success, f"{response.status_code} {response.text}"
-        return response.json()
+        body = response.json()
+        assert isinstance(body, dict), body
+        return body
 
 
 def _config(port: int, **overrides: Any) -> SandboxConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -43,7 +44,7 @@ def test_payment_list_pages_filters_and_sorts(sandbox: SandboxHandle) -> None:
     ).json()
     headers = bearer(sandbox.token())
 
-    def listing(**params: object) -> dict[str, object]:
+    def listing(**params: Any) -> dict[str, Any]:
         response = sandbox.api.get("/v1/payment/", params=params, headers=headers)
         assert response.status_code == 200, response.text
         return dict(response.json())
