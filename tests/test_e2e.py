@@ -1,0 +1,277 @@
+"""End to end over real HTTP: the shop and the offline NOWPayments sandbox on loopback.
+
+Order -> payment at the sandbox -> the sandbox's signed notifications -> the shop's worker
+-> order paid and fulfilled; and the underpaid, overpaid, expired, failed, late, reordered
+and duplicated paths. Both servers run under uvicorn on their own sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cryptocheckout.app import create_app
+from cryptocheckout.config import Settings
+from cryptocheckout.nowpayments.sandbox import SandboxConfig, create_sandbox_app
+from cryptocheckout.payments.models import Payment
+from cryptocheckout.webhooks.models import WebhookLog
+from tests.conftest import ADMIN_TOKEN
+from tests.support.ipn import ipn_payload, signed
+from tests.support.servers import free_port, serve_in_thread
+
+SECRET = "test-ipn-secret"
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@dataclass
+class Checkout:
+    shop: httpx.AsyncClient
+    sandbox: httpx.AsyncClient
+    sessionmaker: Sessions
+
+    async def product(self, price: str = "12.50", keys: int = 3) -> str:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        created = await self.shop.post(
+            "/api/admin/products",
+            json={
+                "sku": f"E2E-{time.monotonic_ns()}",
+                "name": "Game",
+                "price": price,
+                "currency": "USD",
+            },
+            headers=headers,
+        )
+        product_id: str = created.json()["id"]
+        keys_body = {"keys": [f"K-{product_id}-{i}" for i in range(keys)]}
+        await self.shop.post(
+            f"/api/admin/products/{product_id}/keys", json=keys_body, headers=headers
+        )
+        return product_id
+
+    async def order(self, quantity: int = 1) -> dict[str, Any]:
+        product_id = await self.product()
+        response = await self.shop.post(
+            "/api/orders",
+            json={
+                "email": "buyer@example.com",
+                "items": [{"product_id": product_id, "quantity": quantity}],
+            },
+        )
+        assert response.status_code == 201, response.text
+        order: dict[str, Any] = response.json()
+        return order
+
+    async def pay(self, order: dict[str, Any], pay_currency: str | None = "btc") -> httpx.Response:
+        return await self.shop.post(
+            "/api/payments",
+            json={"order_id": order["id"], "pay_currency": pay_currency},
+            headers={"X-Order-Token": order["access_token"]},
+        )
+
+    async def view(self, order: dict[str, Any]) -> dict[str, Any]:
+        response = await self.shop.get(
+            f"/api/orders/{order['id']}", headers={"X-Order-Token": order["access_token"]}
+        )
+        assert response.status_code == 200
+        view: dict[str, Any] = response.json()
+        return view
+
+    async def wait_for(
+        self, order: dict[str, Any], *statuses: str, timeout: float = 15
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        view = await self.view(order)
+        while view["status"] not in statuses:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"order stayed {view['status']}, wanted {statuses}")
+            await asyncio.sleep(0.05)
+            view = await self.view(order)
+        return view
+
+    async def drive(self, external_id: str, outcome: str, **extra: Any) -> None:
+        response = await self.sandbox.post(
+            f"/sandbox/payments/{external_id}/drive", json={"outcome": outcome, **extra}
+        )
+        assert response.status_code == 202, response.text
+
+    async def payment_row(self, payment_id: str) -> Payment:
+        async with self.sessionmaker() as session:
+            row = (
+                await session.execute(select(Payment).where(Payment.id == uuid.UUID(payment_id)))
+            ).scalar_one()
+            return row
+
+
+@pytest.fixture
+async def checkout(settings: Settings, sessionmaker: Sessions) -> AsyncIterator[Checkout]:
+    sandbox_port, shop_port = free_port(), free_port()
+    sandbox_url, shop_url = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{shop_port}"
+    config = SandboxConfig(
+        api_key="test-api-key",
+        ipn_secret=SECRET,
+        public_url=sandbox_url,
+        step_delay=0.02,
+        resend_attempts=3,
+        resend_interval=0.2,
+    )
+    shop_settings = settings.model_copy(
+        update={
+            "nowpayments_base": sandbox_url,
+            "nowpayments_callback_url": f"{shop_url}/api/webhooks/nowpayments",
+            "public_base_url": shop_url,
+            "worker_poll_seconds": 0.02,
+        }
+    )
+    with (
+        serve_in_thread(create_sandbox_app(config), port=sandbox_port),
+        serve_in_thread(create_app(shop_settings, run_worker=True), port=shop_port),
+    ):
+        async with (
+            httpx.AsyncClient(base_url=shop_url, timeout=10) as shop,
+            httpx.AsyncClient(base_url=sandbox_url, timeout=10) as sandbox,
+        ):
+            yield Checkout(shop, sandbox, sessionmaker)
+
+
+async def test_direct_payment_is_paid_and_fulfilled(checkout: Checkout) -> None:
+    order = await checkout.order(quantity=2)
+    created = await checkout.pay(order)
+    assert created.status_code == 201, created.text
+    payment = created.json()
+    assert payment["status"] == "waiting"
+    assert payment["provider"] == "nowpayments"
+    assert payment["price_amount"] == "25.00" and payment["price_currency"] == "USD"
+    assert payment["pay_currency"] == "btc" and payment["pay_address"]
+    assert payment["external_id"].isdigit()
+    again = await checkout.pay(order)
+    assert again.status_code == 200 and again.json()["id"] == payment["id"]
+
+    await checkout.drive(payment["external_id"], "finished")
+    view = await checkout.wait_for(order, "fulfilled")
+    assert view["payment"]["status"] == "finished"
+    closed = await checkout.pay(order)
+    assert closed.status_code == 409
+
+
+async def test_invoice_learns_its_payment_from_the_first_notification(checkout: Checkout) -> None:
+    order = await checkout.order()
+    created = await checkout.pay(order, pay_currency=None)
+    assert created.status_code == 201, created.text
+    invoice = created.json()
+    assert invoice["external_id"] is None and invoice["invoice_id"]
+    assert invoice["payment_url"].startswith(str(checkout.sandbox.base_url))
+    page = await checkout.sandbox.get(
+        invoice["payment_url"].removeprefix(str(checkout.sandbox.base_url))
+    )
+    assert page.status_code == 200 and "<form" in page.text
+
+    paid = await checkout.sandbox.post(
+        f"/sandbox/invoices/{invoice['invoice_id']}/pay",
+        json={"pay_currency": "eth", "outcome": "finished"},
+    )
+    assert paid.status_code == 201, paid.text
+    await checkout.wait_for(order, "fulfilled")
+    row = await checkout.payment_row(invoice["id"])
+    assert row.external_id == str(paid.json()["payment_id"])
+    assert row.pay_currency == "eth"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "order_status", "payment_status", "flagged"),
+    [
+        ("partially_paid", "underpaid", "underpaid", False),
+        ("overpaid", "fulfilled", "finished", True),
+        ("expired", "expired", "expired", False),
+        ("failed", "failed", "failed", False),
+        ("late_finished", "fulfilled", "finished", False),
+    ],
+)
+async def test_outcomes(
+    checkout: Checkout, outcome: str, order_status: str, payment_status: str, flagged: bool
+) -> None:
+    order = await checkout.order()
+    payment = (await checkout.pay(order)).json()
+    await checkout.drive(payment["external_id"], outcome)
+    view = await checkout.wait_for(order, order_status)
+    await asyncio.sleep(0.3)  # let any further notification arrive: nothing may change
+    view = await checkout.view(order)
+    assert view["status"] == order_status
+    assert view["payment"]["status"] == payment_status
+    assert (await checkout.payment_row(payment["id"])).needs_review is flagged
+
+
+async def test_reordered_and_duplicated_notifications(checkout: Checkout) -> None:
+    order = await checkout.order()
+    payment = (await checkout.pay(order)).json()
+    chaos = await checkout.sandbox.patch(
+        f"/sandbox/payments/{payment['external_id']}/chaos", json={"reorder": True, "duplicates": 2}
+    )
+    assert chaos.status_code == 200, chaos.text
+    await checkout.drive(payment["external_id"], "finished")
+    await checkout.wait_for(order, "fulfilled")
+    await asyncio.sleep(0.5)
+    assert (await checkout.view(order))["status"] == "fulfilled"
+    async with checkout.sessionmaker() as session:
+        logs = (
+            (
+                await session.execute(
+                    select(WebhookLog).where(WebhookLog.external_id == payment["external_id"])
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert sum(log.deliveries for log in logs) > len(logs)  # redeliveries counted, not stored
+    assert {log.provider_status for log in logs} >= {"confirming", "finished"}
+
+
+async def test_provider_error_is_502_and_a_retry_works(checkout: Checkout) -> None:
+    order = await checkout.order()
+    refused = await checkout.pay(order, pay_currency="notacoin")
+    assert refused.status_code == 502
+    problem = refused.json()
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert problem["provider_code"] == "INVALID_REQUEST_PARAMS"
+    async with checkout.sessionmaker() as session:
+        failed = (await session.execute(select(Payment))).scalar_one()
+    assert failed.status.value == "failed" and failed.error_code == "INVALID_REQUEST_PARAMS"
+    retried = await checkout.pay(order)
+    assert retried.status_code == 201
+
+
+async def test_concurrent_payment_requests_open_one_payment(checkout: Checkout) -> None:
+    order = await checkout.order()
+    responses = await asyncio.gather(*(checkout.pay(order) for _ in range(8)))
+    assert {r.status_code for r in responses} <= {200, 201}
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert [r.status_code for r in responses].count(201) >= 1
+
+
+async def test_concurrent_notifications_never_5xx(checkout: Checkout) -> None:
+    """Also on SQLite, the embedded default: "database is locked" is waited out, not returned."""
+    bodies = [
+        signed(
+            ipn_payload(
+                7000000000 + i, "waiting", order_id="elsewhere", price_amount="1", pay_amount="0.1"
+            ),
+            SECRET,
+        )
+        for i in range(100)
+    ]
+    limits = httpx.Limits(max_connections=50)
+    async with httpx.AsyncClient(
+        base_url=checkout.shop.base_url, limits=limits, timeout=30
+    ) as client:
+        responses = await asyncio.gather(
+            *(client.post("/api/webhooks/nowpayments", content=b, headers=h) for b, h in bodies)
+        )
+    assert [r.status_code for r in responses] == [200] * 100
