@@ -8,8 +8,8 @@ and duplicated paths. Both servers run under uvicorn on their own sockets.
 from __future__ import annotations
 
 import asyncio
-import uuid
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any

@@ -29,7 +29,9 @@ def _payload(status: str = "waiting", payment_id: int = 5077125051) -> dict[str,
 
 async def _logs(sessionmaker: Sessions) -> list[WebhookLog]:
     async with sessionmaker() as session:
-        return list((await session.execute(select(WebhookLog).order_by(WebhookLog.created_at))).scalars())
+        return list(
+            (await session.execute(select(WebhookLog).order_by(WebhookLog.created_at))).scalars()
+        )
 
 
 async def _rejected(sessionmaker: Sessions) -> list[RejectedWebhook]:
@@ -53,7 +55,9 @@ async def test_signed_notification_is_stored_pending_before_200(
     assert log.deliveries == 1
 
 
-async def test_redelivery_is_counted_not_stored_twice(client: httpx.AsyncClient, sessionmaker: Sessions) -> None:
+async def test_redelivery_is_counted_not_stored_twice(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
     body, headers = signed(_payload(), SECRET)
     assert (await client.post(URL, content=body, headers=headers)).json() == {"status": "stored"}
     assert (await client.post(URL, content=body, headers=headers)).json() == {"status": "duplicate"}
@@ -65,7 +69,9 @@ async def test_redelivery_is_counted_not_stored_twice(client: httpx.AsyncClient,
     assert log.deliveries == 3
 
 
-async def test_one_payment_sends_several_notifications(client: httpx.AsyncClient, sessionmaker: Sessions) -> None:
+async def test_one_payment_sends_several_notifications(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
     for status in ("waiting", "confirming", "finished"):
         body, headers = signed(_payload(status), SECRET)
         assert (await client.post(URL, content=body, headers=headers)).status_code == 200
@@ -74,10 +80,14 @@ async def test_one_payment_sends_several_notifications(client: httpx.AsyncClient
     assert {log.external_id for log in logs} == {"5077125051"}
 
 
-async def test_concurrent_deliveries_share_commits(client: httpx.AsyncClient, sessionmaker: Sessions) -> None:
+async def test_concurrent_deliveries_share_commits(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
     bodies = [signed(_payload(payment_id=6000000000 + i), SECRET) for i in range(40)]
     before = ingest.BATCHES.value()
-    responses = await asyncio.gather(*(client.post(URL, content=b, headers=h) for b, h in bodies + bodies[:10]))
+    responses = await asyncio.gather(
+        *(client.post(URL, content=b, headers=h) for b, h in bodies + bodies[:10])
+    )
     assert all(r.status_code == 200 for r in responses)
     assert sorted(r.json()["status"] for r in responses).count("stored") == 40
     logs = await _logs(sessionmaker)
@@ -86,7 +96,9 @@ async def test_concurrent_deliveries_share_commits(client: httpx.AsyncClient, se
     assert ingest.BATCHES.value() - before < 50  # grouped: fewer commits than requests
 
 
-async def test_bad_signatures_are_401_and_logged(client: httpx.AsyncClient, sessionmaker: Sessions) -> None:
+async def test_bad_signatures_are_401_and_logged(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
     body, headers = signed(_payload(), SECRET)
     wrong_secret = signed(_payload(), "another-secret")[1]
     tampered = body.replace(b'"payment_status":"waiting"', b'"payment_status":"finished"')
@@ -109,11 +121,15 @@ async def test_bad_signatures_are_401_and_logged(client: httpx.AsyncClient, sess
             break
         await asyncio.sleep(0.02)
     rejected = await _rejected(sessionmaker)
-    assert sorted(r.reason for r in rejected) == ["invalid signature"] * 4 + ["missing signature"] * 2
+    assert (
+        sorted(r.reason for r in rejected) == ["invalid signature"] * 4 + ["missing signature"] * 2
+    )
     assert len(await _logs(sessionmaker)) == 1
 
 
-async def test_signed_body_that_is_not_an_object_is_400(client: httpx.AsyncClient, sessionmaker: Sessions) -> None:
+async def test_signed_body_that_is_not_an_object_is_400(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
     for payload in ([1, 2], "text", 12):
         body, headers = signed(payload, SECRET)  # type: ignore[arg-type]
         response = await client.post(URL, content=body, headers=headers)
@@ -127,7 +143,9 @@ async def test_oversized_notification_is_413(client: httpx.AsyncClient) -> None:
     assert (await client.post(URL, content=body, headers=headers)).status_code == 413
 
 
-async def test_odd_but_signed_content_is_stored(client: httpx.AsyncClient, sessionmaker: Sessions) -> None:
+async def test_odd_but_signed_content_is_stored(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
     payload = {**_payload(), "order_description": "nul\u0000 and \ud800 lone", "big": 1e308 * 10}
     body, headers = signed(payload, SECRET)
     response = await client.post(URL, content=body, headers=headers)
@@ -136,8 +154,15 @@ async def test_odd_but_signed_content_is_stored(client: httpx.AsyncClient, sessi
     assert log.raw_body == body.decode()
 
 
-async def test_payout_and_unknown_notifications_are_stored_too(client: httpx.AsyncClient, sessionmaker: Sessions) -> None:
-    payout = {"id": "5000000713", "batch_withdrawal_id": "5000000000", "status": "FINISHED", "amount": 0.5}
+async def test_payout_and_unknown_notifications_are_stored_too(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    payout = {
+        "id": "5000000713",
+        "batch_withdrawal_id": "5000000000",
+        "status": "FINISHED",
+        "amount": 0.5,
+    }
     body, headers = signed(payout, SECRET)
     assert (await client.post(URL, content=body, headers=headers)).status_code == 200
     [log] = await _logs(sessionmaker)
@@ -145,27 +170,37 @@ async def test_payout_and_unknown_notifications_are_stored_too(client: httpx.Asy
 
 
 async def test_503_when_the_database_is_down(settings: Settings) -> None:
-    dead = settings.model_copy(update={"database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/x"})
+    dead = settings.model_copy(
+        update={"database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/x"}
+    )
     app = create_app(dead)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shop.test") as c:
-            body, headers = signed(_payload(), SECRET)
-            response = await c.post(URL, content=body, headers=headers)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shop.test") as c,
+    ):
+        body, headers = signed(_payload(), SECRET)
+        response = await c.post(URL, content=body, headers=headers)
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
 
 
-async def test_rejected_log_is_bounded(client: httpx.AsyncClient, sessionmaker: Sessions, monkeypatch: object) -> None:
+async def test_rejected_log_is_bounded(
+    client: httpx.AsyncClient, sessionmaker: Sessions, monkeypatch: object
+) -> None:
     import pytest
 
     mp = pytest.MonkeyPatch()
     mp.setattr(ingest, "REJECTED_LOG_LIMIT", 20)
     try:
         for i in range(60):
-            await client.post(URL, content=b'{"n": %d}' % i, headers={"x-nowpayments-sig": "00" * 64})
+            await client.post(
+                URL, content=b'{"n": %d}' % i, headers={"x-nowpayments-sig": "00" * 64}
+            )
         for _ in range(100):
             async with sessionmaker() as session:
-                count = (await session.execute(select(func.count()).select_from(RejectedWebhook))).scalar_one()
+                count = (
+                    await session.execute(select(func.count()).select_from(RejectedWebhook))
+                ).scalar_one()
             if count <= 20 + 2:
                 break
             await asyncio.sleep(0.02)
