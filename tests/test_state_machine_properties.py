@@ -96,6 +96,7 @@ class NotificationMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.run(self.store.stop())
+        self.run(self._reset())  # leave the shared test database empty for the next test
         self.run(self.engine.dispose())
         self.loop.close()
 
