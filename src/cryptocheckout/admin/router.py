@@ -1,9 +1,25 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
+from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
+from cryptocheckout.admin import repository
+from cryptocheckout.admin.schemas import (
+    AdminOrder,
+    AdminPayment,
+    AdminPaymentList,
+    JobOut,
+    PaymentDetail,
+    RejectedWebhookList,
+    RejectedWebhookOut,
+    StatusChangeOut,
+    WebhookLogDetail,
+    WebhookLogList,
+    WebhookLogOut,
+)
 from cryptocheckout.catalogue import service as catalogue
 from cryptocheckout.catalogue.schemas import (
     AdminProductOut,
@@ -13,8 +29,13 @@ from cryptocheckout.catalogue.schemas import (
     ProductUpdate,
 )
 from cryptocheckout.kit.db import unit_of_work
-from cryptocheckout.kit.http import SessionMaker
+from cryptocheckout.kit.http import AppSettings, SessionMaker
+from cryptocheckout.kit.problems import not_found
 from cryptocheckout.kit.security import require_admin
+from cryptocheckout.orders.schemas import OrderItemOut
+from cryptocheckout.payments.models import PaymentStatus
+from cryptocheckout.webhooks import processor
+from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -45,3 +66,112 @@ async def add_keys(product_id: uuid.UUID, data: KeysIn, sessionmaker: SessionMak
         added, duplicates = await catalogue.add_keys(session, product_id, data.keys)
         await session.commit()
     return KeysAdded(added=added, duplicates=duplicates)
+
+
+Limit = Annotated[int, Query(ge=1, le=100)]
+Cursor = Annotated[str | None, Query(max_length=200)]
+
+
+@router.get("/payments", response_model=AdminPaymentList)
+async def list_payments(
+    sessionmaker: SessionMaker,
+    status: PaymentStatus | None = None,
+    order_id: uuid.UUID | None = None,
+    external_id: Annotated[str | None, Query(max_length=64)] = None,
+    email: Annotated[str | None, Query(max_length=320)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> AdminPaymentList:
+    async with unit_of_work(sessionmaker) as session:
+        rows, next_cursor = await repository.list_payments(
+            session,
+            status=status,
+            order_id=order_id,
+            external_id=external_id,
+            email=email,
+            limit=limit,
+            cursor=cursor,
+        )
+    return AdminPaymentList(
+        items=[AdminPayment.model_validate(row) for row in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/payments/{payment_id}", response_model=PaymentDetail)
+async def get_payment(payment_id: uuid.UUID, sessionmaker: SessionMaker) -> PaymentDetail:
+    async with unit_of_work(sessionmaker) as session:
+        found = await repository.payment_detail(session, payment_id)
+        if found is None:
+            raise not_found("payment")
+        payment, order, timeline, notifications, jobs = found
+        return PaymentDetail(
+            **AdminPayment.model_validate(payment).model_dump(),
+            order=AdminOrder(
+                id=order.id,
+                status=order.status,
+                email=order.email,
+                total=order.total,
+                currency=order.currency,
+                items=[OrderItemOut.model_validate(item) for item in order.items],
+                created_at=order.created_at,
+                updated_at=order.updated_at,
+            ),
+            timeline=[StatusChangeOut.model_validate(change) for change in timeline],
+            notifications=[WebhookLogOut.model_validate(log) for log in notifications],
+            jobs=[JobOut.model_validate(job) for job in jobs],
+        )
+
+
+@router.get("/webhook-logs", response_model=WebhookLogList)
+async def list_webhook_logs(
+    sessionmaker: SessionMaker,
+    provider: Annotated[str | None, Query(max_length=32)] = None,
+    status: WebhookLogStatus | None = None,
+    external_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> WebhookLogList:
+    async with unit_of_work(sessionmaker) as session:
+        rows, next_cursor = await repository.list_webhook_logs(
+            session,
+            provider=provider,
+            status=status,
+            external_id=external_id,
+            limit=limit,
+            cursor=cursor,
+        )
+    return WebhookLogList(
+        items=[WebhookLogOut.model_validate(row) for row in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/webhook-logs/{log_id}", response_model=WebhookLogDetail)
+async def get_webhook_log(log_id: uuid.UUID, sessionmaker: SessionMaker) -> WebhookLogDetail:
+    async with unit_of_work(sessionmaker) as session:
+        log = await session.get(WebhookLog, log_id)
+    if log is None:
+        raise not_found("webhook log")
+    return WebhookLogDetail.model_validate(log)
+
+
+@router.post("/webhook-logs/{log_id}/replay", response_model=WebhookLogDetail)
+async def replay_webhook_log(
+    log_id: uuid.UUID, sessionmaker: SessionMaker, settings: AppSettings
+) -> WebhookLogDetail:
+    """Runs the stored notification through the state machine again; idempotent."""
+    log = await processor.replay(sessionmaker, log_id, Decimal(settings.underpaid_tolerance))
+    if log is None:
+        raise not_found("webhook log")
+    return WebhookLogDetail.model_validate(log)
+
+
+@router.get("/rejected-webhooks", response_model=RejectedWebhookList)
+async def list_rejected_webhooks(
+    sessionmaker: SessionMaker, limit: Limit = 50, cursor: Cursor = None
+) -> RejectedWebhookList:
+    """Deliveries refused before storage: a misconfigured IPN secret shows up here."""
+    async with unit_of_work(sessionmaker) as session:
+        rows, next_cursor = await repository.list_rejected(session, limit=limit, cursor=cursor)
+    return RejectedWebhookList(
+        items=[RejectedWebhookOut.model_validate(row) for row in rows], next_cursor=next_cursor
+    )
