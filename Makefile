@@ -19,6 +19,7 @@ demo: $(BIN)/.installed
 	$(BIN)/cryptocheckout demo
 
 test: $(BIN)/.installed
+	scripts/install-browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed

@@ -255,3 +255,30 @@ def test_another_payment_can_be_started_for_the_same_invoice(
     assert first.headers["location"] != second.headers["location"]
     view = sandbox._ok(sandbox.control.get(f"/sandbox/invoices/{invoice['id']}"))
     assert len(view["payment_ids"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("outcome", "typed"),
+    [
+        ("finished", "0.0001"),  # Enter in the amount field presses "Pay in full"
+        ("late_finished", "1"),
+        ("partially_paid", "100000"),
+        ("partially_paid", "0"),
+        ("overpaid", "0.00000001"),
+        ("expired", "1"),
+        ("failed", "1"),
+    ],
+)
+def test_a_typed_amount_must_agree_with_the_choice(
+    sandbox: SandboxHandle, ipn_receiver: IpnReceiver, outcome: str, typed: str
+) -> None:
+    invoice = invoice_for(sandbox, ipn_receiver, pay_currency="trx")
+    response = choose(sandbox, invoice, outcome, actually_paid=typed)
+    assert response.status_code == 400
+    assert "amount" in response.text
+    assert (
+        sandbox.control.get("/sandbox/payments", params={"invoice_id": invoice["id"]}).json()[
+            "items"
+        ]
+        == []
+    )

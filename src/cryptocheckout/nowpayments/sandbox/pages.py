@@ -214,6 +214,29 @@ def _selected_payment(
     return rt.store.payments.get(invoice.payment_ids[-1])
 
 
+def _amount_problem(outcome: Outcome, paid: Decimal | None, due: Decimal) -> str | None:
+    """The amount typed on the page must agree with the button pressed.
+
+    The one form has a single amount field, and pressing Enter in it submits the first
+    button ("Pay in full"): without this check, a person meaning "pay less" would get a
+    `finished` payment for half the amount.
+    """
+    if paid is None:
+        return None
+    if outcome in (Outcome.FINISHED, Outcome.LATE_FINISHED) and paid != due:
+        return (
+            f"Paying in full sends exactly {due}; leave the amount empty, "
+            "or choose Pay less or Pay more."
+        )
+    if outcome is Outcome.PARTIALLY_PAID and not Decimal(0) < paid < due:
+        return f"Paying less needs an amount above 0 and below {due}."
+    if outcome is Outcome.OVERPAID and paid <= due:
+        return f"Paying more needs an amount above {due}."
+    if outcome in (Outcome.EXPIRED, Outcome.FAILED, Outcome.REFUNDED):
+        return "Nothing is paid when a payment expires or fails: leave the amount empty."
+    return None
+
+
 @router.post("/payment/")
 @router.post("/payment")
 async def choose(request: Request) -> Response:
@@ -237,6 +260,10 @@ async def choose(request: Request) -> Response:
     try:
         paid_text = form.get("actually_paid", "").strip()
         paid = amount(paid_text, "actually_paid") if paid_text else None
+        due = coins.quote_pay_amount(invoice.price_amount, invoice.price_currency, ticker)
+        problem = _amount_problem(outcome, paid, due)
+        if problem is not None:
+            return message_page(400, "Check the amount", problem, back)
         payment = start_invoice_payment(rt, invoice, ticker, outcome, paid)
     except ApiError as error:
         return message_page(400, "Cannot pay this way", error.message, back)
