@@ -186,3 +186,42 @@ async def test_rejected_deliveries_are_visible(client: httpx.AsyncClient) -> Non
         await asyncio.sleep(0.02)
     assert [i["reason"] for i in items] == ["invalid signature"]
     assert items[0]["body_size"] == 8
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/admin/payments", {"email": "a\x00b"}),
+        ("/api/admin/payments", {"external_id": "a\x00"}),
+        ("/api/admin/webhook-logs", {"provider": "\x00"}),
+        ("/api/admin/webhook-logs", {"external_id": "\x1b[31m"}),
+    ],
+)
+async def test_control_characters_in_filters_are_422(
+    client: httpx.AsyncClient, path: str, params: dict[str, str]
+) -> None:
+    response = await client.get(path, params=params, headers=ADMIN)
+    assert response.status_code == 422, response.text
+
+
+async def test_dead_jobs_are_listed_and_can_be_retried(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    from cryptocheckout.kit import jobs
+
+    async with sessionmaker() as session:
+        await jobs.enqueue(session, "unknown-kind", {}, max_attempts=1)
+        await session.commit()
+    await _drain(sessionmaker)
+    dead = (await client.get("/api/admin/jobs", params={"status": "dead"}, headers=ADMIN)).json()[
+        "items"
+    ]
+    assert [j["kind"] for j in dead] == ["unknown-kind"]
+    assert "no handler" in dead[0]["last_error"]
+    retried = await client.post(f"/api/admin/jobs/{dead[0]['id']}/retry", headers=ADMIN)
+    assert retried.status_code == 200 and retried.json()["status"] == "queued"
+    assert (
+        await client.post(
+            "/api/admin/jobs/00000000-0000-4000-8000-000000000000/retry", headers=ADMIN
+        )
+    ).status_code == 404

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -275,3 +276,30 @@ async def test_concurrent_notifications_never_5xx(checkout: Checkout) -> None:
             *(client.post("/api/webhooks/nowpayments", content=b, headers=h) for b, h in bodies)
         )
     assert [r.status_code for r in responses] == [200] * 100
+
+
+async def test_a_payment_left_created_is_replaced(checkout: Checkout) -> None:
+    """A crash between NOWPayments' answer and our commit leaves a `created` payment."""
+    from datetime import timedelta
+
+    from cryptocheckout.kit.clock import utcnow
+    from cryptocheckout.payments.models import PaymentKind, PaymentStatus
+
+    order = await checkout.order()
+    async with checkout.sessionmaker() as session:
+        stuck = Payment(
+            order_id=uuid.UUID(order["id"]),
+            kind=PaymentKind.PAYMENT,
+            status=PaymentStatus.CREATED,
+            price_amount=Decimal(order["total"]),
+            price_currency="USD",
+            pay_currency="btc",
+            created_at=utcnow() - timedelta(minutes=5),
+        )
+        session.add(stuck)
+        await session.commit()
+    fresh = await checkout.pay(order)
+    assert fresh.status_code == 201, fresh.text
+    assert fresh.json()["id"] != str(stuck.id) and fresh.json()["pay_address"]
+    row = await checkout.payment_row(str(stuck.id))
+    assert row.status is PaymentStatus.FAILED and row.error_code == "OUTCOME_UNKNOWN"

@@ -113,3 +113,29 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     assert all(8 <= d <= 16 for d in fifth)
     assert len(set(fifth)) > 1
     assert huge <= jobs.BACKOFF_CAP_SECONDS
+
+
+async def test_waiting_for_something_never_kills_a_job(sessionmaker: Sessions) -> None:
+    await _enqueue(sessionmaker, max_attempts=2)
+
+    async def waiting(session: AsyncSession, payload: Mapping[str, Any]) -> None:
+        raise jobs.RetryLater("no keys yet")
+
+    for _ in range(4):
+        async with sessionmaker() as session:
+            await session.execute(update(Job).values(run_at=utcnow() - timedelta(seconds=1)))
+            await session.commit()
+        [job] = await jobs.claim(sessionmaker, "w1")
+        assert await jobs.run_one(sessionmaker, job, "w1", {"test": waiting}) is JobStatus.QUEUED
+    assert (await _job(sessionmaker)).attempts == 4
+
+
+async def test_staff_can_retry_a_dead_job(sessionmaker: Sessions) -> None:
+    await _enqueue(sessionmaker, max_attempts=1)
+    [job] = await jobs.claim(sessionmaker, "w1")
+    assert await jobs.run_one(sessionmaker, job, "w1", {}) is JobStatus.DEAD
+    async with sessionmaker() as session:
+        revived = await jobs.retry_dead(session, job.id)
+        await session.commit()
+    assert revived is not None and revived.status is JobStatus.QUEUED and revived.attempts == 0
+    assert len(await jobs.claim(sessionmaker, "w1")) == 1

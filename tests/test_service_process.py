@@ -101,3 +101,23 @@ def test_real_socket_413_and_openapi(settings: Settings) -> None:
             "/readyz",
         ]:
             assert path in spec["paths"], path
+
+
+async def test_access_log_leaves_out_query_strings(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="cryptocheckout.access"):
+        await client.get("/api/orders/00000000-0000-4000-8000-000000000000?token=s3cret-token")
+    lines = [r.getMessage() for r in caplog.records if r.name == "cryptocheckout.access"]
+    assert lines == [lines[0]] and lines[0].startswith("GET /api/orders/")
+    assert " 404 " in lines[0]
+    assert "s3cret-token" not in caplog.text
+
+
+def test_engines_keep_parameters_out_of_errors(tmp_path: Path) -> None:
+    from cryptocheckout.kit.db import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path}/x.db")
+    assert engine.sync_engine.hide_parameters is True

@@ -207,3 +207,29 @@ async def test_rejected_log_is_bounded(
         assert count <= 22
     finally:
         mp.undo()
+
+
+async def test_an_unstorable_id_does_not_fail_the_others(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    odd = {**_payload(), "payment_id": "a\u0000b\ud800"}
+    bodies = [signed(odd, SECRET)] + [
+        signed(_payload(payment_id=9100 + i), SECRET) for i in range(5)
+    ]
+    responses = await asyncio.gather(*(client.post(URL, content=b, headers=h) for b, h in bodies))
+    assert [r.status_code for r in responses] == [200] * 6
+    assert len(await _logs(sessionmaker)) == 6
+
+
+async def test_absurdly_nested_signed_body_is_400(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    import hashlib
+    import hmac
+
+    for depth in (700, 3000):  # past the canonical writer's depth; past the JSON reader's
+        body = b'{"payment_id":1,"x":' + b'{"a":' * depth + b"1" + b"}" * depth + b"}"
+        signature = hmac.new(SECRET.encode(), body, hashlib.sha512).hexdigest()
+        response = await client.post(URL, content=body, headers={"x-nowpayments-sig": signature})
+        assert response.status_code == 400, depth
+    assert await _logs(sessionmaker) == []

@@ -83,7 +83,11 @@ async def run_demo(*, host: str, port: int, sandbox_port: int) -> None:
         ),
         uvicorn.Server(
             uvicorn.Config(
-                create_app(settings, run_worker=True), host=host, port=port, log_level="info"
+                create_app(settings, run_worker=True),
+                host=host,
+                port=port,
+                log_level="info",
+                access_log=False,
             )
         ),
     ]

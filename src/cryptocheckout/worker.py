@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -21,12 +22,14 @@ from cryptocheckout.config import Settings
 from cryptocheckout.fulfilment.handlers import fulfil_order
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
+from cryptocheckout.kit.idempotency import purge_expired
 from cryptocheckout.payments.state_machine import FULFIL_ORDER_JOB
 from cryptocheckout.webhooks.processor import process_next
 
 logger = logging.getLogger("cryptocheckout.worker")
 
 HANDLERS: dict[str, jobs.Handler] = {FULFIL_ORDER_JOB: fulfil_order}
+HOUSEKEEPING_SECONDS = 600.0
 
 
 class Worker:
@@ -66,10 +69,25 @@ class Worker:
             done += 1
         return done
 
+    async def housekeeping(self) -> None:
+        """Drops idempotency keys past their 24 hours."""
+        async with self.sessionmaker() as session:
+            purged = await purge_expired(session)
+            await session.commit()
+        if purged:
+            logger.info("purged %d expired idempotency keys", purged)
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         logger.info("worker %s started", self.worker_id)
+        next_housekeeping = 0.0
         while not stop.is_set():
+            if time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
+                try:
+                    await self.housekeeping()
+                except Exception:
+                    logger.exception("housekeeping failed")
             try:
                 done = await self.run_once()
             except Exception:

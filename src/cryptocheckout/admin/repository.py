@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from cryptocheckout.admin.pagination import page, split
-from cryptocheckout.kit.jobs_models import Job
+from cryptocheckout.kit.jobs_models import Job, JobStatus
 from cryptocheckout.orders.models import Order
 from cryptocheckout.payments.models import Payment, PaymentStatus, StatusChange
 from cryptocheckout.webhooks.models import RejectedWebhook, WebhookLog, WebhookLogStatus
@@ -113,4 +113,21 @@ async def list_rejected(
 ) -> tuple[list[RejectedWebhook], str | None]:
     query = select(RejectedWebhook)
     rows = list((await session.execute(page(query, RejectedWebhook, limit, cursor))).scalars())
+    return split(rows, limit)
+
+
+async def list_jobs(
+    session: AsyncSession,
+    *,
+    status: JobStatus | None,
+    kind: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Job], str | None]:
+    query = select(Job)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    rows = list((await session.execute(page(query, Job, limit, cursor))).scalars())
     return split(rows, limit)

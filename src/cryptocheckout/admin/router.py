@@ -11,6 +11,7 @@ from cryptocheckout.admin.schemas import (
     AdminOrder,
     AdminPayment,
     AdminPaymentList,
+    JobList,
     JobOut,
     PaymentDetail,
     RejectedWebhookList,
@@ -28,12 +29,15 @@ from cryptocheckout.catalogue.schemas import (
     ProductCreate,
     ProductUpdate,
 )
+from cryptocheckout.kit import jobs
 from cryptocheckout.kit.db import unit_of_work
 from cryptocheckout.kit.http import AppSettings, SessionMaker
+from cryptocheckout.kit.jobs_models import Job, JobStatus
 from cryptocheckout.kit.problems import not_found
 from cryptocheckout.kit.security import require_admin
 from cryptocheckout.orders.schemas import OrderItemOut
 from cryptocheckout.payments.models import PaymentStatus
+from cryptocheckout.payments.state_machine import FULFIL_ORDER_JOB
 from cryptocheckout.webhooks import processor
 from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 
@@ -64,12 +68,17 @@ async def update_product(
 async def add_keys(product_id: uuid.UUID, data: KeysIn, sessionmaker: SessionMaker) -> KeysAdded:
     async with unit_of_work(sessionmaker) as session:
         added, duplicates = await catalogue.add_keys(session, product_id, data.keys)
+        if added:
+            # Paid orders may be waiting for exactly these keys.
+            await jobs.run_soon(session, FULFIL_ORDER_JOB)
         await session.commit()
     return KeysAdded(added=added, duplicates=duplicates)
 
 
 Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(max_length=200)]
+# PostgreSQL refuses NUL in text: control characters in a filter are a 422, never a 500.
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
 
 @router.get("/payments", response_model=AdminPaymentList)
@@ -77,8 +86,8 @@ async def list_payments(
     sessionmaker: SessionMaker,
     status: PaymentStatus | None = None,
     order_id: uuid.UUID | None = None,
-    external_id: Annotated[str | None, Query(max_length=64)] = None,
-    email: Annotated[str | None, Query(max_length=320)] = None,
+    external_id: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
+    email: Annotated[str | None, Query(max_length=320, pattern=PRINTABLE)] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> AdminPaymentList:
@@ -125,9 +134,9 @@ async def get_payment(payment_id: uuid.UUID, sessionmaker: SessionMaker) -> Paym
 @router.get("/webhook-logs", response_model=WebhookLogList)
 async def list_webhook_logs(
     sessionmaker: SessionMaker,
-    provider: Annotated[str | None, Query(max_length=32)] = None,
+    provider: Annotated[str | None, Query(max_length=32, pattern=PRINTABLE)] = None,
     status: WebhookLogStatus | None = None,
-    external_id: Annotated[str | None, Query(max_length=64)] = None,
+    external_id: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> WebhookLogList:
@@ -175,3 +184,30 @@ async def list_rejected_webhooks(
     return RejectedWebhookList(
         items=[RejectedWebhookOut.model_validate(row) for row in rows], next_cursor=next_cursor
     )
+
+
+@router.get("/jobs", response_model=JobList)
+async def list_jobs(
+    sessionmaker: SessionMaker,
+    status: JobStatus | None = None,
+    kind: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> JobList:
+    """The job queue; `status=dead` lists what gave up and waits for staff."""
+    async with unit_of_work(sessionmaker) as session:
+        rows, next_cursor = await repository.list_jobs(
+            session, status=status, kind=kind, limit=limit, cursor=cursor
+        )
+    return JobList(items=[JobOut.model_validate(row) for row in rows], next_cursor=next_cursor)
+
+
+@router.post("/jobs/{job_id}/retry", response_model=JobOut)
+async def retry_job(job_id: uuid.UUID, sessionmaker: SessionMaker) -> JobOut:
+    """A dead job runs again with a fresh set of attempts; any other job is left as it is."""
+    async with unit_of_work(sessionmaker) as session:
+        job: Job | None = await jobs.retry_dead(session, job_id)
+        if job is None:
+            raise not_found("job")
+        await session.commit()
+        return JobOut.model_validate(job)

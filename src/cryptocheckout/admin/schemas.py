@@ -75,6 +75,11 @@ class JobOut(ResponseModel):
     finished_at: datetime | None
 
 
+class JobList(ResponseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
 class WebhookLogOut(ResponseModel):
     id: uuid.UUID
     provider: str

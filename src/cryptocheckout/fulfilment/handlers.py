@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.catalogue.models import LicenceKey
+from cryptocheckout.kit import jobs
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.dialects import dialect_name
 from cryptocheckout.orders.models import OrderItem, OrderStatus
@@ -24,8 +25,8 @@ from cryptocheckout.payments.models import ChangeCause
 from cryptocheckout.payments.state_machine import move_order
 
 
-class OutOfStock(Exception):
-    """Not enough licence keys: the job retries with backoff until staff add keys."""
+class OutOfStock(jobs.RetryLater):
+    """Not enough licence keys: the job waits (backing off) until staff add keys."""
 
 
 async def fulfil_order(session: AsyncSession, payload: Mapping[str, Any]) -> None:

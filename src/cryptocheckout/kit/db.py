@@ -62,6 +62,9 @@ def is_sqlite(url: str | URL) -> bool:
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     target = async_url(url)
+    # Statement parameters hold e-mails, order tokens and notification bodies: keep them
+    # out of the error messages that end up in logs and in webhook_logs.error.
+    kwargs.setdefault("hide_parameters", True)
     if target.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 20)

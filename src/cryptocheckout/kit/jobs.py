@@ -36,6 +36,14 @@ BACKOFF_CAP_SECONDS = 15 * 60.0
 Handler = Callable[[AsyncSession, Mapping[str, Any]], Awaitable[None]]
 
 
+class RetryLater(Exception):
+    """Raised by a handler that is waiting for something (stock, say), not failing.
+
+    The job backs off like a failure but never goes dead for it: a paid order must not be
+    abandoned because keys ran out for a while.
+    """
+
+
 async def enqueue(
     session: AsyncSession,
     kind: str,
@@ -147,9 +155,14 @@ async def mark_succeeded(session: AsyncSession, job: ClaimedJob, worker_id: str)
 
 
 async def mark_failed(
-    sessionmaker: async_sessionmaker[AsyncSession], job: ClaimedJob, worker_id: str, error: str
+    sessionmaker: async_sessionmaker[AsyncSession],
+    job: ClaimedJob,
+    worker_id: str,
+    error: str,
+    *,
+    may_die: bool = True,
 ) -> JobStatus:
-    dead = job.attempts >= job.max_attempts
+    dead = may_die and job.attempts >= job.max_attempts
     now = utcnow()
     status = JobStatus.DEAD if dead else JobStatus.QUEUED
     async with sessionmaker() as session:
@@ -158,7 +171,7 @@ async def mark_failed(
             .where(_held_by(job, worker_id))
             .values(
                 status=status,
-                run_at=now if dead else now + backoff(job.attempts),
+                run_at=now if dead else now + backoff(min(job.attempts, job.max_attempts)),
                 lease_expires_at=None,
                 locked_by=None,
                 last_error=error[:4000],
@@ -190,6 +203,36 @@ async def run_one(
                 return JobStatus.RUNNING
             await session.commit()
         return JobStatus.SUCCEEDED
+    except RetryLater as exc:
+        logger.info("job %s (%s) waits: %s", job.id, job.kind, exc)
+        return await mark_failed(
+            sessionmaker, job, worker_id, f"{type(exc).__name__}: {exc}", may_die=False
+        )
     except Exception as exc:
         logger.exception("job %s (%s) failed on attempt %d", job.id, job.kind, job.attempts)
         return await mark_failed(sessionmaker, job, worker_id, f"{type(exc).__name__}: {exc}")
+
+
+async def run_soon(session: AsyncSession, kind: str) -> int:
+    """Makes the queued jobs of `kind` due now (e.g. fulfilment once keys were added)."""
+    result = await session.execute(
+        update(Job)
+        .where(Job.kind == kind, Job.status == JobStatus.QUEUED)
+        .values(run_at=utcnow(), updated_at=utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def retry_dead(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
+    """Staff's repair: a dead job gets a fresh set of attempts."""
+    job = await session.get(Job, job_id, with_for_update=True)
+    if job is None:
+        return None
+    if job.status is JobStatus.DEAD:
+        now = utcnow()
+        job.status = JobStatus.QUEUED
+        job.attempts = 0
+        job.run_at = now
+        job.finished_at = None
+        job.updated_at = now
+    return job

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 # numeric(20, 8): twelve integer digits and eight decimals, exact on both databases.
 MONEY_PRECISION = 20
@@ -38,3 +38,13 @@ def format_money(amount: Decimal) -> str:
     else:
         text = f"{text}.00"
     return text
+
+
+def truncate_money(amount: Decimal) -> Decimal:
+    """A provider amount cut to the columns' scale (never rounded up).
+
+    NOWPayments may send more than eight decimals (18-decimal tokens, or a JavaScript
+    double such as 0.012300000000000001). What is stored is cut down; the state machine
+    compares the exact values it was sent.
+    """
+    return to_money(amount.quantize(MONEY_QUANTUM, rounding=ROUND_DOWN))

@@ -11,9 +11,9 @@ import logging
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cryptocheckout.kit.money import truncate_money
 from cryptocheckout.nowpayments.errors import NowPaymentsPayloadError
 from cryptocheckout.nowpayments.models import PaymentInfo, is_payment_notification, loads_exact
 from cryptocheckout.payments import repository
@@ -26,14 +26,13 @@ from cryptocheckout.payments.state_machine import (
     move_order,
     move_payment,
 )
-from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
+from cryptocheckout.webhooks.models import WebhookLog
 
 logger = logging.getLogger("cryptocheckout.payments")
 
 
 class Result(enum.Enum):
     PROCESSED = "processed"
-    DUPLICATE = "duplicate"
     FAILED = "failed"
     RETRY = "retry"
 
@@ -73,6 +72,13 @@ async def apply_notification(
     if order is None:  # pragma: no cover - cascade deletes payments with their order
         return _failed("the payment's order is gone")
     payment = await repository.lock_payment(session, found.id)
+    if payment.external_id not in (None, info.payment_id):
+        # Another worker linked this invoice's payment to another payment id while we
+        # waited for the lock: this notification is for a further payment of the invoice.
+        found = await _find_payment(session, info)
+        if isinstance(found, Applied):
+            return found
+        payment = await repository.lock_payment(session, found.id)
     if payment.external_id is None:
         payment.external_id = info.payment_id  # an invoice learns its payment id here
 
@@ -83,9 +89,7 @@ async def apply_notification(
             expected_currency=payment.price_currency,
             price_amount=info.price_amount,
             price_currency=info.price_currency,
-            expected_pay_amount=payment.pay_amount
-            if payment.pay_amount is not None
-            else info.pay_amount,
+            expected_pay_amount=_expected_pay_amount(payment, info),
             expected_pay_currency=payment.pay_currency,
             pay_currency=info.pay_currency,
             actually_paid=info.actually_paid,
@@ -97,16 +101,7 @@ async def apply_notification(
         session, payment, verdict.outcome.payment, cause=cause, cause_ref=ref, note=note
     )
     if moved:
-        payment.provider_status = info.status
-        payment.raw_payload = log.raw_payload
-        if info.actually_paid is not None:
-            payment.actually_paid = info.actually_paid
-        if payment.pay_amount is None and info.pay_amount is not None:
-            payment.pay_amount = info.pay_amount
-        if payment.pay_currency is None and info.pay_currency:
-            payment.pay_currency = info.pay_currency
-        if payment.pay_address is None and info.pay_address:
-            payment.pay_address = info.pay_address
+        _record_provider_fields(payment, info, log)
         if verdict.review_reason:
             _flag(payment, verdict.review_reason)
     order_moved = await move_order(
@@ -118,9 +113,35 @@ async def apply_notification(
         _flag(payment, f"order was already {order.status.value} when this payment finished")
     if moved or order_moved:
         return Applied(Result.PROCESSED, payment_id=str(payment.id))
-    if await _already_applied(session, log):
-        return Applied(Result.DUPLICATE, "same payment status applied before", str(payment.id))
-    return Applied(Result.PROCESSED, "stale: changed nothing", str(payment.id))
+    # A stale or repeated status: run through the state machine, changed nothing. (An exact
+    # redelivery never gets here: it is counted on its original log row at the endpoint.)
+    return Applied(Result.PROCESSED, "no change: stale or repeated status", str(payment.id))
+
+
+def _expected_pay_amount(payment: Payment, info: PaymentInfo) -> Decimal | None:
+    """What the customer had to send, as exactly as we know it.
+
+    The stored pay amount is cut to eight decimals; when the (signed) notification's own
+    pay amount cuts to the same value, it is the same quote with all its digits.
+    """
+    if info.pay_amount is not None and (
+        payment.pay_amount is None or truncate_money(info.pay_amount) == payment.pay_amount
+    ):
+        return info.pay_amount
+    return payment.pay_amount
+
+
+def _record_provider_fields(payment: Payment, info: PaymentInfo, log: WebhookLog) -> None:
+    payment.provider_status = info.status
+    payment.raw_payload = log.raw_payload
+    if info.actually_paid is not None:
+        payment.actually_paid = truncate_money(info.actually_paid)
+    if payment.pay_amount is None and info.pay_amount is not None:
+        payment.pay_amount = truncate_money(info.pay_amount)
+    if payment.pay_currency is None and info.pay_currency:
+        payment.pay_currency = info.pay_currency[:20]
+    if payment.pay_address is None and info.pay_address:
+        payment.pay_address = info.pay_address[:256]
 
 
 def _flag(payment: Payment, reason: str) -> None:
@@ -154,7 +175,12 @@ async def _find_payment(session: AsyncSession, info: PaymentInfo) -> Payment | A
     return await _unknown(session, info, f"unknown payment {info.payment_id}")
 
 
-async def _unknown(session: AsyncSession, info: PaymentInfo, reason: str) -> Applied:
+async def _unknown(session: AsyncSession, info: PaymentInfo, reason: str) -> Payment | Applied:
+    adopted = await repository.unconfirmed_create(session, info.order_id)
+    if adopted is not None:
+        # We asked NOWPayments for this payment, the call timed out and we could not know
+        # whether it was created: it was. The notification names it; take it back.
+        return adopted
     # Our own order id on an unknown payment: most likely its creation has not committed
     # yet (NOWPayments can notify before we stored its answer), so try again shortly.
     if await repository.order_exists(session, info.order_id):
@@ -172,6 +198,10 @@ async def _child(
     one fulfilment job per order make a second fulfilment impossible. It has
     `parent_external_id` set, so it never counts as the order's one open payment.
     """
+    # A repeated deposit goes to the same address in the same coin as its parent, so it is
+    # held to the parent's quote; another payment on an invoice may be in another coin, and
+    # its own (signed) quote applies. The price is always the parent's: our order's total.
+    repeat = info.parent_payment_id is not None
     child = Payment(
         order_id=sibling.order_id,
         kind=sibling.kind,
@@ -181,24 +211,12 @@ async def _child(
         status=PaymentStatus.CREATED,
         price_amount=sibling.price_amount,
         price_currency=sibling.price_currency,
-        pay_amount=sibling.pay_amount,
-        pay_currency=sibling.pay_currency,
-        pay_address=info.pay_address,
+        pay_amount=sibling.pay_amount if repeat else None,
+        pay_currency=sibling.pay_currency if repeat else None,
+        pay_address=(info.pay_address or "")[:256] or None,
         needs_review=True,
         review_reason=reason,
     )
     session.add(child)
     await session.flush()
     return child
-
-
-async def _already_applied(session: AsyncSession, log: WebhookLog) -> bool:
-    if log.external_id is None or log.provider_status is None:
-        return False
-    other = select(WebhookLog.id).where(
-        WebhookLog.external_id == log.external_id,
-        WebhookLog.provider_status == log.provider_status,
-        WebhookLog.status == WebhookLogStatus.PROCESSED,
-        WebhookLog.id != log.id,
-    )
-    return bool((await session.execute(select(exists(other)))).scalar())

@@ -12,11 +12,11 @@ from cryptocheckout.payments.models import Payment
 
 
 async def current_summary(session: AsyncSession, order_id: uuid.UUID) -> PaymentSummary | None:
-    """The order's most recent payment, as the customer sees it."""
+    """The order's most recent payment (not a provider-started one), as the customer sees it."""
     payment = (
         await session.execute(
             select(Payment)
-            .where(Payment.order_id == order_id)
+            .where(Payment.order_id == order_id, Payment.parent_external_id.is_(None))
             .order_by(Payment.created_at.desc())
             .limit(1)
         )

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.orders.models import Order
-from cryptocheckout.payments.models import OPEN_PAYMENT_STATUSES, Payment
+from cryptocheckout.payments.models import OPEN_PAYMENT_STATUSES, Payment, PaymentKind
 
 
 async def by_external_id(session: AsyncSession, external_id: str) -> Payment | None:
@@ -61,6 +61,31 @@ async def lock_payment(session: AsyncSession, payment_id: uuid.UUID) -> Payment:
         .execution_options(populate_existing=True)
     )
     return rows.scalar_one()
+
+
+# error_code of a payment whose create call may or may not have reached NOWPayments.
+OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+
+
+async def unconfirmed_create(session: AsyncSession, order_id: str | None) -> Payment | None:
+    """The order's payment whose creation timed out with its outcome unknown, if any."""
+    try:
+        parsed = uuid.UUID(order_id or "")
+    except ValueError:
+        return None
+    rows = await session.execute(
+        select(Payment)
+        .where(
+            Payment.order_id == parsed,
+            Payment.kind == PaymentKind.PAYMENT,
+            Payment.external_id.is_(None),
+            Payment.parent_external_id.is_(None),
+            Payment.error_code == OUTCOME_UNKNOWN,
+        )
+        .order_by(Payment.created_at.desc())
+        .limit(1)
+    )
+    return rows.scalar_one_or_none()
 
 
 async def order_exists(session: AsyncSession, order_id: str | None) -> bool:

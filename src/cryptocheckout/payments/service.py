@@ -13,11 +13,14 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cryptocheckout.config import Settings
+from cryptocheckout.kit.clock import utcnow
+from cryptocheckout.kit.money import truncate_money
 from cryptocheckout.kit.problems import Problem, not_found
 from cryptocheckout.kit.security import tokens_match
 from cryptocheckout.nowpayments.client import NowPaymentsClient
@@ -51,6 +54,18 @@ async def _open_or_record(
         if order is None or not tokens_match(token, order.access_token):
             raise not_found("order")
         existing = await repository.open_for_order(session, order.id)
+        if existing is not None and _abandoned(existing):
+            await move_payment(
+                session,
+                existing,
+                PaymentStatus.FAILED,
+                cause=ChangeCause.API,
+                note="abandoned: NOWPayments' answer was never recorded",
+            )
+            # Like a timed-out create, NOWPayments may have it: its notifications adopt it.
+            existing.error_code = repository.OUTCOME_UNKNOWN
+            await session.flush()
+            existing = None
         if existing is not None:
             return Created(existing, new=False)
         if ORDER_RANK[order.status] >= ORDER_RANK[OrderStatus.PAID]:
@@ -78,6 +93,20 @@ async def _open_or_record(
                 raise
             return Created(existing, new=False)
         return Created(payment, new=True)
+
+
+# A payment still `created` this long after it was recorded lost its provider answer (a
+# crash or a database error between the call and the commit): the next request replaces it.
+ABANDON_AFTER = timedelta(minutes=2)
+
+
+def _abandoned(payment: Payment) -> bool:
+    return (
+        payment.status is PaymentStatus.CREATED
+        and payment.external_id is None
+        and payment.invoice_id is None
+        and payment.created_at < utcnow() - ABANDON_AFTER
+    )
 
 
 async def create_payment(
@@ -108,7 +137,9 @@ async def create_payment(
             provider_fields = {
                 "external_id": answer.payment_id,
                 "invoice_id": answer.invoice_id,
-                "pay_amount": answer.pay_amount,
+                "pay_amount": None
+                if answer.pay_amount is None
+                else truncate_money(answer.pay_amount),
                 "pay_currency": answer.pay_currency or pay_currency,
                 "pay_address": answer.pay_address,
                 "payin_extra_id": answer.payin_extra_id,
@@ -116,20 +147,25 @@ async def create_payment(
                 "provider_status": str(answer.payment_status),
             }
         else:
-            order_url = f"{settings.public_base_url}/api/orders/{payment.order_id}"
+            # No success/cancel URLs yet: the customer's order page (which needs the order's
+            # token, never sent to a third party) arrives with the storefront pages.
             invoice = await client.create_invoice(
                 payment.price_amount,
                 payment.price_currency.lower(),
                 ipn_callback_url=settings.nowpayments_callback_url,
                 order_id=str(payment.order_id),
                 order_description=description,
-                success_url=order_url,
-                cancel_url=order_url,
-                partially_paid_url=order_url,
             )
             provider_fields = {"invoice_id": invoice.id, "payment_url": invoice.invoice_url}
     except NowPaymentsError as exc:
-        code = exc.code if isinstance(exc, NowPaymentsApiError) else "PROVIDER_UNAVAILABLE"
+        if exc.outcome_unknown:
+            # NOWPayments may have created it. It is marked failed so the customer can try
+            # again, and its notifications, if any come, adopt it back (see notifications.py).
+            code = repository.OUTCOME_UNKNOWN
+        elif isinstance(exc, NowPaymentsApiError):
+            code = exc.code
+        else:
+            code = "PROVIDER_UNAVAILABLE"
         await _record_failure(sessionmaker, payment.id, code, str(exc))
         raise Problem(
             502,

@@ -99,6 +99,7 @@ def _storable(value: Any) -> Any:
 
 
 def incoming(raw_body: bytes, payload: dict[str, Any]) -> Incoming:
+    """What is stored of a verified notification. Raises RecursionError for absurd nesting."""
     status = payload.get("payment_status")
     payment_id = payload.get("payment_id")
     # The verifier parsed numbers the JavaScript way (as doubles); ids are whole numbers.
@@ -110,8 +111,8 @@ def incoming(raw_body: bytes, payload: dict[str, Any]) -> Incoming:
         external_id = None
     return Incoming(
         fingerprint=fingerprint(payload),
-        external_id=external_id[:64] if external_id else None,
-        provider_status=status[:32] if isinstance(status, str) else None,
+        external_id=_storable(external_id[:64]) if external_id else None,
+        provider_status=_storable(status[:32]) if isinstance(status, str) else None,
         raw_body=raw_body.decode("utf-8", "surrogateescape").encode("utf-8", "replace").decode(),
         raw_payload=_storable(payload),
         received_at=utcnow(),
@@ -166,10 +167,13 @@ class NotificationStore:
             try:
                 created = await self._write(notifications, rejected)
             except Exception as exc:
+                if len(notifications) > 1:
+                    # One row the database refuses must not fail the others with it.
+                    logger.warning("group commit failed (%s); storing one by one", exc)
+                    await self._write_one_by_one(notifications)
+                    continue
                 logger.exception("storing %d notifications failed", len(notifications))
-                for item in notifications:
-                    if item.future is not None and not item.future.done():
-                        item.future.set_exception(StoreUnavailable(str(exc)))
+                _fail(notifications, exc)
                 continue
             for item in notifications:
                 # Only the first copy of a new notification in the batch is "new".
@@ -179,6 +183,17 @@ class NotificationStore:
                     item.future.set_result(new)
             if notifications and self._on_stored is not None:
                 self._on_stored()
+
+    async def _write_one_by_one(self, notifications: list[Incoming]) -> None:
+        for item in notifications:
+            try:
+                created = await self._write([item], [])
+            except Exception as exc:
+                logger.exception("storing a notification failed")
+                _fail([item], exc)
+                continue
+            if item.future is not None and not item.future.done():
+                item.future.set_result(item.fingerprint in created)
 
     async def _write(self, notifications: list[Incoming], rejected: list[Rejected]) -> set[str]:
         by_fingerprint: dict[str, tuple[Incoming, int]] = {}
@@ -247,6 +262,12 @@ class NotificationStore:
         # A row keeps the id it was inserted with: our id back means this batch created it.
         offered = {row["fingerprint"]: row["id"] for row in rows}
         return {fp for fp, row_id in result.all() if offered[fp] == row_id}
+
+
+def _fail(items: list[Incoming], exc: Exception) -> None:
+    for item in items:
+        if item.future is not None and not item.future.done():
+            item.future.set_exception(StoreUnavailable(str(exc)))
 
 
 def _prune_rejected() -> Any:

@@ -64,7 +64,6 @@ def _record(log: WebhookLog, applied: Applied) -> None:
         return
     log.status = {
         Result.PROCESSED: WebhookLogStatus.PROCESSED,
-        Result.DUPLICATE: WebhookLogStatus.DUPLICATE,
         Result.FAILED: WebhookLogStatus.FAILED,
         Result.RETRY: WebhookLogStatus.FAILED,
     }[applied.result]
@@ -98,12 +97,19 @@ async def process_next(sessionmaker: async_sessionmaker[AsyncSession], tolerance
 
 
 async def _record_error(
-    sessionmaker: async_sessionmaker[AsyncSession], log_id: uuid.UUID, error: str
+    sessionmaker: async_sessionmaker[AsyncSession],
+    log_id: uuid.UUID,
+    error: str,
+    *,
+    reopen: bool = False,
 ) -> None:
     async with sessionmaker() as session:
         log = await session.get(WebhookLog, log_id, with_for_update=True)
-        if log is None or log.status is not WebhookLogStatus.PENDING:
+        if log is None or (log.status is not WebhookLogStatus.PENDING and not reopen):
             return
+        if reopen:  # an admin asked for it again: a fresh set of attempts for the worker
+            log.status = WebhookLogStatus.PENDING
+            log.attempts = 0
         _record(log, Applied(Result.RETRY, error[:4000]))
         await session.commit()
 
@@ -111,20 +117,27 @@ async def _record_error(
 async def replay(
     sessionmaker: async_sessionmaker[AsyncSession], log_id: uuid.UUID, tolerance: Decimal
 ) -> WebhookLog | None:
-    """Runs a stored notification through the state machine again (an admin repair)."""
-    async with sessionmaker() as session:
-        log = await session.get(WebhookLog, log_id, with_for_update=True)
-        if log is None:
-            return None
-        applied = await apply_notification(
-            session, log, tolerance=tolerance, cause=ChangeCause.ADMIN
-        )
-        log.attempts = 0
-        _record(
-            log,
-            applied
-            if applied.result is not Result.RETRY
-            else Applied(Result.FAILED, applied.detail),
-        )
-        await session.commit()
-        return log
+    """Runs a stored notification through the state machine again (an admin repair).
+
+    Idempotent: a replay of an applied notification finds nothing to change. If applying
+    raises, the error is recorded on the log (which the worker then retries), not a 500.
+    """
+    try:
+        async with sessionmaker() as session:
+            log = await session.get(WebhookLog, log_id, with_for_update=True)
+            if log is None:
+                return None
+            applied = await apply_notification(
+                session, log, tolerance=tolerance, cause=ChangeCause.ADMIN
+            )
+            log.attempts = 0
+            if applied.result is Result.RETRY:
+                applied = Applied(Result.FAILED, applied.detail)
+            _record(log, applied)
+            await session.commit()
+            return log
+    except Exception as exc:
+        logger.exception("replaying notification %s failed", log_id)
+        await _record_error(sessionmaker, log_id, f"{type(exc).__name__}: {exc}", reopen=True)
+        async with sessionmaker() as session:
+            return await session.get(WebhookLog, log_id)

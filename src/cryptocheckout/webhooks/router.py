@@ -59,9 +59,16 @@ async def receive_nowpayments_ipn(request: Request) -> JSONResponse:
     if check.payload is None:
         _reject(request, raw, "body is not a JSON object")
         raise Problem(400, "The notification body is not a JSON object.", type_="bad-notification")
+    try:
+        item = incoming(raw, check.payload)
+    except RecursionError:
+        _reject(request, raw, "body nested too deeply")
+        raise Problem(
+            400, "The notification body is nested too deeply.", type_="bad-notification"
+        ) from None
     store: NotificationStore = request.app.state.notification_store
     try:
-        new = await store.store(incoming(raw, check.payload))
+        new = await store.store(item)
     except StoreUnavailable as exc:
         raise Problem(
             503,
