@@ -3,11 +3,16 @@
 NOWPayments must get a 200 only for a notification that is durably stored. One COMMIT per
 request (one fsync each) caps the endpoint at the disk's flush rate, so concurrent
 deliveries are queued to a single writer that stores everything that arrived meanwhile in
-one multi-row INSERT and one COMMIT, then wakes every waiting request. Each request still
-answers only after its own row is committed: durability is unchanged, the flushes are shared.
+one INSERT and one COMMIT, then wakes every waiting request. Each request still answers only
+after its own row is committed: durability is unchanged, the flushes are shared.
 
 An exact redelivery (same content fingerprint) is counted on its original row by
 `ON CONFLICT (fingerprint) DO UPDATE`, never stored or applied twice.
+
+On PostgreSQL the writer keeps its own asyncpg connection and one prepared statement that
+takes the whole batch as arrays (`INSERT ... SELECT FROM unnest(...)`): no SQL is compiled
+per batch, which is most of the cost of a multi-row INSERT built by SQLAlchemy. SQLite, the
+embedded default, goes through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -15,22 +20,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Table, delete, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+import asyncpg
+from sqlalchemy import Table, delete, insert, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.metrics import REGISTRY
 from cryptocheckout.nowpayments.models import parse_id
-from cryptocheckout.nowpayments.signature import canonical_json
 from cryptocheckout.webhooks.models import RejectedWebhook, WebhookLog, WebhookLogStatus
 
 logger = logging.getLogger("cryptocheckout.webhooks")
@@ -41,16 +47,15 @@ MAX_BATCH = 500
 REJECTED_LOG_LIMIT = 2000
 STORE_TIMEOUT_SECONDS = 2.5
 
+REJECTED_TABLE: Table = RejectedWebhook.__table__  # type: ignore[assignment]
+LOG_TABLE: Table = WebhookLog.__table__  # type: ignore[assignment]
+
 STORED = REGISTRY.counter("cryptocheckout_ipn_stored_total", "Notifications stored (new)")
 REDELIVERED = REGISTRY.counter(
     "cryptocheckout_ipn_redelivered_total", "Exact redeliveries recognised by fingerprint"
 )
 REJECTED = REGISTRY.counter("cryptocheckout_ipn_rejected_total", "Deliveries refused, by reason")
 BATCHES = REGISTRY.counter("cryptocheckout_ipn_commits_total", "Group commits of notifications")
-
-
-REJECTED_TABLE: Table = RejectedWebhook.__table__  # type: ignore[assignment]
-LOG_TABLE: Table = WebhookLog.__table__  # type: ignore[assignment]
 
 
 class StoreUnavailable(Exception):
@@ -63,9 +68,13 @@ class Incoming:
     external_id: str | None
     provider_status: str | None
     raw_body: str
-    raw_payload: dict[str, Any]
+    payload: dict[str, Any] = field(repr=False)
     received_at: datetime
     future: asyncio.Future[bool] | None = field(repr=False, default=None)
+
+    def storable_payload(self) -> dict[str, Any]:
+        stored: dict[str, Any] = _storable(self.payload)
+        return stored
 
 
 @dataclass
@@ -78,14 +87,16 @@ class Rejected:
 
 
 def fingerprint(payload: dict[str, Any]) -> str:
-    """SHA-256 of the canonical form: a redelivery matches even if a proxy re-spaced it."""
-    return hashlib.sha256(canonical_json(payload).encode("utf-8", "surrogatepass")).hexdigest()
+    """SHA-256 of the content with keys sorted: a redelivery matches even if a proxy
+    re-spaced or re-ordered it. (Only determinism matters here, so Python's own JSON
+    writer does; the signature needs JavaScript's, see nowpayments/signature.py.)"""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _storable(value: Any) -> Any:
     # raw_payload is the display copy (raw_body is the truth): make it storable in JSONB,
-    # which refuses \u0000, lone surrogates and non-finite numbers, so that one odd but
-    # validly signed body can never fail the batch it shares with others.
+    # which refuses \u0000, lone surrogates and non-finite numbers.
     if isinstance(value, str):
         cleaned = value.replace("\x00", "\ufffd")
         return cleaned.encode("utf-8", "replace").decode("utf-8")
@@ -98,8 +109,29 @@ def _storable(value: Any) -> Any:
     return value
 
 
+# Real notifications nest two levels (the fee object). Far deeper bodies are refused before
+# any recursive code (fingerprint, storage) could run out of stack on them.
+MAX_NESTING = 32
+
+
+class TooDeep(ValueError):
+    pass
+
+
+def _check_nesting(payload: Any) -> None:
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise TooDeep(f"nested deeper than {MAX_NESTING} levels")
+        children = value.values() if isinstance(value, dict) else value
+        if isinstance(value, dict | list):
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
 def incoming(raw_body: bytes, payload: dict[str, Any]) -> Incoming:
-    """What is stored of a verified notification. Raises RecursionError for absurd nesting."""
+    """What is stored of a verified notification. Raises TooDeep for absurd nesting."""
+    _check_nesting(payload)
     status = payload.get("payment_status")
     payment_id = payload.get("payment_id")
     # The verifier parsed numbers the JavaScript way (as doubles); ids are whole numbers.
@@ -113,21 +145,32 @@ def incoming(raw_body: bytes, payload: dict[str, Any]) -> Incoming:
         fingerprint=fingerprint(payload),
         external_id=_storable(external_id[:64]) if external_id else None,
         provider_status=_storable(status[:32]) if isinstance(status, str) else None,
-        raw_body=raw_body.decode("utf-8", "surrogateescape").encode("utf-8", "replace").decode(),
-        raw_payload=_storable(payload),
+        raw_body=raw_body.decode("utf-8", "replace"),
+        payload=payload,
         received_at=utcnow(),
     )
+
+
+class _Writer(Protocol):
+    async def write(
+        self, items: Sequence[tuple[Incoming, int]], rejected: Sequence[Rejected], *, exact: bool
+    ) -> set[str]: ...
+
+    async def close(self) -> None: ...
 
 
 class NotificationStore:
     """One writer task per process; `store` returns once the notification is committed."""
 
     def __init__(self, engine: AsyncEngine, on_stored: Callable[[], None] | None = None) -> None:
-        self._engine = engine
+        self._writer: _Writer = (
+            _PostgresWriter(engine)
+            if engine.dialect.name == "postgresql"
+            else _SqlAlchemyWriter(engine)
+        )
         self._queue: asyncio.Queue[Incoming | Rejected] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._on_stored = on_stored
-        self._rejected_since_prune = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ipn-writer")
@@ -138,18 +181,22 @@ class NotificationStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._writer.close()
 
     async def store(self, item: Incoming) -> bool:
         """Durably stores the notification; True if new, False for a redelivery."""
         if self._task is None or self._task.done():
             raise StoreUnavailable("the notification writer is not running")
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
         item.future = future
         self._queue.put_nowait(item)
+        # A timer per request, not wait_for(): it costs no extra task on the hot path.
+        timer = loop.call_later(STORE_TIMEOUT_SECONDS, _expire, future)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), STORE_TIMEOUT_SECONDS)
-        except TimeoutError as exc:
-            raise StoreUnavailable("storing the notification timed out") from exc
+            return await future
+        finally:
+            timer.cancel()
 
     def reject(self, item: Rejected) -> None:
         """Logs a refused delivery in the background: a 401 needs no durability."""
@@ -165,74 +212,108 @@ class NotificationStore:
             notifications = [i for i in batch if isinstance(i, Incoming)]
             rejected = [i for i in batch if isinstance(i, Rejected)]
             try:
-                created = await self._write(notifications, rejected)
-            except Exception as exc:
-                if len(notifications) > 1:
-                    # One row the database refuses must not fail the others with it.
-                    logger.warning("group commit failed (%s); storing one by one", exc)
-                    await self._write_one_by_one(notifications)
-                    continue
-                logger.exception("storing %d notifications failed", len(notifications))
-                _fail(notifications, exc)
-                continue
-            for item in notifications:
-                # Only the first copy of a new notification in the batch is "new".
-                new = item.fingerprint in created
-                created.discard(item.fingerprint)
-                if item.future is not None and not item.future.done():
-                    item.future.set_result(new)
+                await self._store_batch(notifications, rejected)
+            except Exception:  # pragma: no cover - _store_batch settles every future itself
+                logger.exception("notification writer round failed")
             if notifications and self._on_stored is not None:
                 self._on_stored()
 
-    async def _write_one_by_one(self, notifications: list[Incoming]) -> None:
-        for item in notifications:
-            try:
-                created = await self._write([item], [])
-            except Exception as exc:
-                logger.exception("storing a notification failed")
-                _fail([item], exc)
-                continue
-            if item.future is not None and not item.future.done():
-                item.future.set_result(item.fingerprint in created)
+    async def _store_batch(self, notifications: list[Incoming], rejected: list[Rejected]) -> None:
+        try:
+            created = await self._write(notifications, rejected, exact=True)
+        except Exception as exc:
+            # One row the database refuses (odd content) must not fail the others with it:
+            # store them one by one, with the display copy of each body cleaned.
+            logger.warning("group commit failed (%s); storing one by one", exc)
+            for item in notifications:
+                try:
+                    created = await self._write([item], [], exact=False)
+                except Exception as one_exc:
+                    logger.exception("storing a notification failed")
+                    _fail([item], one_exc)
+                else:
+                    _settle([item], created)
+            return
+        _settle(notifications, created)
 
-    async def _write(self, notifications: list[Incoming], rejected: list[Rejected]) -> set[str]:
-        by_fingerprint: dict[str, tuple[Incoming, int]] = {}
+    async def _write(
+        self, notifications: list[Incoming], rejected: list[Rejected], *, exact: bool
+    ) -> set[str]:
+        counted: dict[str, tuple[Incoming, int]] = {}
         for item in notifications:
-            first, count = by_fingerprint.get(item.fingerprint, (item, 0))
-            by_fingerprint[item.fingerprint] = (first, count + 1)
-        created: set[str] = set()
-        async with self._engine.begin() as conn:
-            if by_fingerprint:
-                created = await self._upsert(conn, list(by_fingerprint.values()))
-            if rejected:
-                await conn.execute(
-                    insert(REJECTED_TABLE),
-                    [
-                        {
-                            "id": uuid.uuid4(),
-                            "provider": PROVIDER,
-                            "reason": r.reason[:200],
-                            "remote_addr": r.remote_addr,
-                            "body_sha256": r.body_sha256,
-                            "body_size": r.body_size,
-                            "created_at": r.received_at,
-                        }
-                        for r in rejected
-                    ],
-                )
-                self._rejected_since_prune += len(rejected)
-                if self._rejected_since_prune >= REJECTED_LOG_LIMIT // 10:
-                    await conn.execute(_prune_rejected())
-                    self._rejected_since_prune = 0
-        if by_fingerprint:
+            first, count = counted.get(item.fingerprint, (item, 0))
+            counted[item.fingerprint] = (first, count + 1)
+        created = await self._writer.write(list(counted.values()), rejected, exact=exact)
+        if counted:
             BATCHES.inc()
             STORED.inc(len(created))
             REDELIVERED.inc(len(notifications) - len(created))
         return created
 
-    async def _upsert(self, conn: Any, items: list[tuple[Incoming, int]]) -> set[str]:
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_exception(StoreUnavailable("storing the notification timed out"))
+
+
+def _settle(items: list[Incoming], created: set[str]) -> None:
+    created = set(created)
+    for item in items:
+        # Only the first copy of a new notification in the batch is "new".
+        new = item.fingerprint in created
+        created.discard(item.fingerprint)
+        if item.future is not None and not item.future.done():
+            item.future.set_result(new)
+
+
+def _fail(items: list[Incoming], exc: Exception) -> None:
+    for item in items:
+        if item.future is not None and not item.future.done():
+            item.future.set_exception(StoreUnavailable(str(exc)))
+
+
+def _rejected_rows(rejected: Sequence[Rejected]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": uuid.uuid4(),
+            "provider": PROVIDER,
+            "reason": r.reason[:200],
+            "remote_addr": r.remote_addr,
+            "body_sha256": r.body_sha256,
+            "body_size": r.body_size,
+            "created_at": r.received_at,
+        }
+        for r in rejected
+    ]
+
+
+class _SqlAlchemyWriter:
+    """Portable writer (SQLite): one multi-row upsert per batch through SQLAlchemy."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._rejected_since_prune = 0
+
+    async def close(self) -> None:
+        return None
+
+    async def write(
+        self, items: Sequence[tuple[Incoming, int]], rejected: Sequence[Rejected], *, exact: bool
+    ) -> set[str]:
+        created: set[str] = set()
+        async with self._engine.begin() as conn:
+            if items:
+                created = await self._upsert(conn, items)
+            if rejected:
+                await conn.execute(insert(REJECTED_TABLE), _rejected_rows(rejected))
+                self._rejected_since_prune += len(rejected)
+                if self._rejected_since_prune >= REJECTED_LOG_LIMIT // 10:
+                    await conn.execute(_prune_rejected())
+                    self._rejected_since_prune = 0
+        return created
+
+    async def _upsert(self, conn: Any, items: Sequence[tuple[Incoming, int]]) -> set[str]:
         table = LOG_TABLE
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         rows = [
             {
                 "id": uuid.uuid4(),
@@ -242,7 +323,7 @@ class NotificationStore:
                 "status": WebhookLogStatus.PENDING.value,
                 "fingerprint": item.fingerprint,
                 "raw_body": item.raw_body,
-                "raw_payload": item.raw_payload,
+                "raw_payload": item.storable_payload(),
                 "deliveries": count,
                 "attempts": 0,
                 "last_received_at": item.received_at,
@@ -250,24 +331,118 @@ class NotificationStore:
             }
             for item, count in items
         ]
-        statement = dialect.insert(table).values(rows)
-        statement = statement.on_conflict_do_update(
+        values = sqlite.insert(table).values(rows)
+        upsert = values.on_conflict_do_update(
             index_elements=["fingerprint"],
             set_={
-                "deliveries": table.c.deliveries + statement.excluded.deliveries,
-                "last_received_at": statement.excluded.last_received_at,
+                "deliveries": table.c.deliveries + values.excluded.deliveries,
+                "last_received_at": values.excluded.last_received_at,
             },
         ).returning(table.c.fingerprint, table.c.id)
-        result = await conn.execute(statement)
+        result = await conn.execute(upsert)
         # A row keeps the id it was inserted with: our id back means this batch created it.
         offered = {row["fingerprint"]: row["id"] for row in rows}
         return {fp for fp, row_id in result.all() if offered[fp] == row_id}
 
 
-def _fail(items: list[Incoming], exc: Exception) -> None:
-    for item in items:
-        if item.future is not None and not item.future.done():
-            item.future.set_exception(StoreUnavailable(str(exc)))
+_PG_UPSERT = """
+INSERT INTO webhook_logs (id, provider, external_id, provider_status, status, fingerprint,
+                          raw_body, raw_payload, deliveries, attempts, last_received_at,
+                          created_at)
+SELECT u.id, $1, u.external_id, u.provider_status, 'pending', u.fingerprint,
+       u.raw_body, u.raw_payload::jsonb, u.deliveries, 0, u.received_at, u.received_at
+FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::int4[], $9::timestamptz[])
+     AS u(id, external_id, provider_status, fingerprint, raw_body, raw_payload, deliveries,
+          received_at)
+ON CONFLICT (fingerprint) DO UPDATE
+   SET deliveries = webhook_logs.deliveries + EXCLUDED.deliveries,
+       last_received_at = EXCLUDED.last_received_at
+RETURNING fingerprint, id
+"""
+
+_PG_REJECT = """
+INSERT INTO rejected_webhooks (id, provider, reason, remote_addr, body_sha256, body_size,
+                               created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+
+_PG_PRUNE = """
+DELETE FROM rejected_webhooks WHERE id NOT IN (
+    SELECT id FROM rejected_webhooks ORDER BY created_at DESC LIMIT $1)
+"""
+
+
+class _PostgresWriter:
+    """The hot path on PostgreSQL: its own connection, one prepared statement per batch."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        url = engine.url.set(drivername="postgresql")
+        query = dict(url.query)
+        if "ssl" in query:
+            query["sslmode"] = query.pop("ssl")
+        self._dsn = url.set(query=query).render_as_string(hide_password=False)
+        self._conn: asyncpg.Connection | None = None
+        self._rejected_since_prune = 0
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close(timeout=2)
+            self._conn = None
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(self._dsn, timeout=STORE_TIMEOUT_SECONDS)
+        return self._conn
+
+    async def write(
+        self, items: Sequence[tuple[Incoming, int]], rejected: Sequence[Rejected], *, exact: bool
+    ) -> set[str]:
+        try:
+            return await self._write(items, rejected, exact=exact)
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+            await self.close()  # reconnect next time
+            raise
+
+    async def _write(
+        self, items: Sequence[tuple[Incoming, int]], rejected: Sequence[Rejected], *, exact: bool
+    ) -> set[str]:
+        conn = await self._connection()
+        ids = [uuid.uuid4() for _ in items]
+        created: set[str] = set()
+        async with conn.transaction():
+            if items:
+                rows = await conn.fetch(
+                    _PG_UPSERT,
+                    PROVIDER,
+                    ids,
+                    [i.external_id for i, _ in items],
+                    [i.provider_status for i, _ in items],
+                    [i.fingerprint for i, _ in items],
+                    [i.raw_body for i, _ in items],
+                    # The verified body is the JSON to keep; only when PostgreSQL refused
+                    # it (exact=False: the retry of a failed batch) is it cleaned first.
+                    [
+                        i.raw_body if exact else json.dumps(i.storable_payload(), allow_nan=False)
+                        for i, _ in items
+                    ],
+                    [count for _, count in items],
+                    [i.received_at for i, _ in items],
+                )
+                offered = {
+                    item.fingerprint: row_id for (item, _), row_id in zip(items, ids, strict=True)
+                }
+                created = {r["fingerprint"] for r in rows if offered[r["fingerprint"]] == r["id"]}
+            if rejected:
+                await conn.executemany(
+                    _PG_REJECT, [tuple(row.values()) for row in _rejected_rows(rejected)]
+                )
+                self._rejected_since_prune += len(rejected)
+                if self._rejected_since_prune >= REJECTED_LOG_LIMIT // 10:
+                    await conn.execute(_PG_PRUNE, REJECTED_LOG_LIMIT)
+                    self._rejected_since_prune = 0
+        return created
 
 
 def _prune_rejected() -> Any:
@@ -276,10 +451,3 @@ def _prune_rejected() -> Any:
         select(table.c.id).order_by(table.c.created_at.desc()).limit(REJECTED_LOG_LIMIT)
     ).scalar_subquery()
     return delete(table).where(table.c.id.not_in(keep))
-
-
-async def count_rejected(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        return int(
-            (await conn.execute(select(func.count()).select_from(RejectedWebhook))).scalar_one()
-        )

@@ -4,7 +4,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cryptocheckout.kit.db import Base
@@ -23,7 +23,17 @@ class WebhookLog(UUIDPrimaryKey, CreatedAt, Base):
     """One distinct notification body. Exact redeliveries are counted on the same row."""
 
     __tablename__ = "webhook_logs"
-    __table_args__ = (Index(None, "provider", "status"),)
+    __table_args__ = (
+        Index(None, "provider", "status"),
+        # The workers' queue: without it, finding the oldest pending row walks every
+        # processed one whenever the planner's statistics lag behind a burst.
+        Index(
+            "ix_webhook_logs_pending",
+            "created_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
 
     provider: Mapped[str] = mapped_column(String(32), index=True)
     # The provider's payment id, where the body names one (payouts and junk do not).

@@ -19,6 +19,7 @@ from cryptocheckout.webhooks.ingest import (
     NotificationStore,
     Rejected,
     StoreUnavailable,
+    TooDeep,
     incoming,
 )
 
@@ -61,7 +62,7 @@ async def receive_nowpayments_ipn(request: Request) -> JSONResponse:
         raise Problem(400, "The notification body is not a JSON object.", type_="bad-notification")
     try:
         item = incoming(raw, check.payload)
-    except RecursionError:
+    except TooDeep:
         _reject(request, raw, "body nested too deeply")
         raise Problem(
             400, "The notification body is nested too deeply.", type_="bad-notification"
