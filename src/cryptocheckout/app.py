@@ -18,10 +18,12 @@ from cryptocheckout.kit.accesslog import AccessLog
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
 from cryptocheckout.kit.limits import BodySizeLimit
 from cryptocheckout.kit.problems import install_problem_handlers
+from cryptocheckout.kit.runtime import freeze_startup_heap
 from cryptocheckout.nowpayments.client import NowPaymentsClient
 from cryptocheckout.orders.router import router as orders_router
 from cryptocheckout.payments.router import router as payments_router
 from cryptocheckout.webhooks.ingest import NotificationStore
+from cryptocheckout.webhooks.router import IpnFastPath
 from cryptocheckout.webhooks.router import router as webhooks_router
 from cryptocheckout.worker import worker_from_settings
 
@@ -54,6 +56,7 @@ def create_app(
         await store.start()
         stop = asyncio.Event()
         worker_task = asyncio.create_task(worker.run(stop)) if run_worker else None
+        freeze_startup_heap()
         try:
             yield
         finally:
@@ -74,6 +77,8 @@ def create_app(
     )
     app.state.settings = settings
     install_problem_handlers(app)
+    # Starlette runs the last added middleware first: access log, body limit, IPN fast path.
+    app.add_middleware(IpnFastPath)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)
     app.include_router(health.router)

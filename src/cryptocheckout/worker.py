@@ -23,6 +23,7 @@ from cryptocheckout.fulfilment.handlers import fulfil_order
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
 from cryptocheckout.kit.idempotency import purge_expired
+from cryptocheckout.kit.runtime import freeze_startup_heap
 from cryptocheckout.payments.state_machine import FULFIL_ORDER_JOB
 from cryptocheckout.webhooks.processor import process_next
 
@@ -119,7 +120,9 @@ async def run_standalone(settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await worker_from_settings(create_sessionmaker(engine), settings).run(stop)
+        worker = worker_from_settings(create_sessionmaker(engine), settings)
+        freeze_startup_heap()
+        await worker.run(stop)
     finally:
         await engine.dispose()
 

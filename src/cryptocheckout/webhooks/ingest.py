@@ -46,6 +46,7 @@ MAX_BATCH = 500
 # The rejected-delivery log keeps at most this many rows; the oldest go first.
 REJECTED_LOG_LIMIT = 2000
 STORE_TIMEOUT_SECONDS = 2.5
+PG_WRITERS = 2
 
 REJECTED_TABLE: Table = RejectedWebhook.__table__  # type: ignore[assignment]
 LOG_TABLE: Table = WebhookLog.__table__  # type: ignore[assignment]
@@ -163,29 +164,39 @@ class NotificationStore:
     """One writer task per process; `store` returns once the notification is committed."""
 
     def __init__(self, engine: AsyncEngine, on_stored: Callable[[], None] | None = None) -> None:
-        self._writer: _Writer = (
-            _PostgresWriter(engine)
-            if engine.dialect.name == "postgresql"
-            else _SqlAlchemyWriter(engine)
+        # On PostgreSQL two writers take turns: while one waits for its COMMIT to be
+        # flushed, the other is already sending the next batch, so a request that arrives
+        # just after a batch left waits for one flush, not two. SQLite has one writer at a
+        # time anyway.
+        postgres = engine.dialect.name == "postgresql"
+        self._writers: list[_Writer] = (
+            [_PostgresWriter(engine) for _ in range(PG_WRITERS)]
+            if postgres
+            else [_SqlAlchemyWriter(engine)]
         )
         self._queue: asyncio.Queue[Incoming | Rejected] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._on_stored = on_stored
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ipn-writer")
+        self._tasks = [
+            asyncio.create_task(self._run(writer), name=f"ipn-writer-{n}")
+            for n, writer in enumerate(self._writers)
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._writer.close()
+                await task
+        self._tasks = []
+        for writer in self._writers:
+            await writer.close()
 
     async def store(self, item: Incoming) -> bool:
         """Durably stores the notification; True if new, False for a redelivery."""
-        if self._task is None or self._task.done():
+        if not any(not task.done() for task in self._tasks):
             raise StoreUnavailable("the notification writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
@@ -201,10 +212,10 @@ class NotificationStore:
     def reject(self, item: Rejected) -> None:
         """Logs a refused delivery in the background: a 401 needs no durability."""
         REJECTED.inc(reason=item.reason)
-        if self._task is not None and self._queue.qsize() < 10 * MAX_BATCH:
+        if self._tasks and self._queue.qsize() < 10 * MAX_BATCH:
             self._queue.put_nowait(item)
 
-    async def _run(self) -> None:
+    async def _run(self, writer: _Writer) -> None:
         while True:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
@@ -212,22 +223,24 @@ class NotificationStore:
             notifications = [i for i in batch if isinstance(i, Incoming)]
             rejected = [i for i in batch if isinstance(i, Rejected)]
             try:
-                await self._store_batch(notifications, rejected)
+                await self._store_batch(writer, notifications, rejected)
             except Exception:  # pragma: no cover - _store_batch settles every future itself
                 logger.exception("notification writer round failed")
             if notifications and self._on_stored is not None:
                 self._on_stored()
 
-    async def _store_batch(self, notifications: list[Incoming], rejected: list[Rejected]) -> None:
+    async def _store_batch(
+        self, writer: _Writer, notifications: list[Incoming], rejected: list[Rejected]
+    ) -> None:
         try:
-            created = await self._write(notifications, rejected, exact=True)
+            created = await self._write(writer, notifications, rejected, exact=True)
         except Exception as exc:
             # One row the database refuses (odd content) must not fail the others with it:
             # store them one by one, with the display copy of each body cleaned.
             logger.warning("group commit failed (%s); storing one by one", exc)
             for item in notifications:
                 try:
-                    created = await self._write([item], [], exact=False)
+                    created = await self._write(writer, [item], [], exact=False)
                 except Exception as one_exc:
                     logger.exception("storing a notification failed")
                     _fail([item], one_exc)
@@ -237,13 +250,21 @@ class NotificationStore:
         _settle(notifications, created)
 
     async def _write(
-        self, notifications: list[Incoming], rejected: list[Rejected], *, exact: bool
+        self,
+        writer: _Writer,
+        notifications: list[Incoming],
+        rejected: list[Rejected],
+        *,
+        exact: bool,
     ) -> set[str]:
         counted: dict[str, tuple[Incoming, int]] = {}
         for item in notifications:
             first, count = counted.get(item.fingerprint, (item, 0))
             counted[item.fingerprint] = (first, count + 1)
-        created = await self._writer.write(list(counted.values()), rejected, exact=exact)
+        # Rows in fingerprint order: two writers upserting the same redelivered rows take
+        # their row locks in the same order, so they wait for each other, never deadlock.
+        ordered = [counted[fp] for fp in sorted(counted)]
+        created = await writer.write(ordered, rejected, exact=exact)
         if counted:
             BATCHES.inc()
             STORED.inc(len(created))
