@@ -233,3 +233,26 @@ async def test_absurdly_nested_signed_body_is_400(
         response = await client.post(URL, content=body, headers={"x-nowpayments-sig": signature})
         assert response.status_code == 400, depth
     assert await _logs(sessionmaker) == []
+
+
+async def test_the_fastapi_route_behaves_like_the_fast_path(
+    settings: Settings, engine: object, sessionmaker: Sessions
+) -> None:
+    """The route documents the endpoint in OpenAPI; without the fast path it serves it too."""
+    from cryptocheckout.webhooks.router import IpnFastPath
+
+    app = create_app(settings, engine=engine)  # type: ignore[arg-type]
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not IpnFastPath]
+    assert app.middleware_stack is None  # built at the first request, without the fast path
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as c:
+            body, headers = signed(_payload(), SECRET)
+            assert (await c.post(URL, content=body, headers=headers)).json() == {"status": "stored"}
+            assert (await c.post(URL, content=body, headers=headers)).json() == {
+                "status": "duplicate"
+            }
+            assert (await c.post(URL, content=body)).status_code == 401
+            spec = (await c.get("/openapi.json")).json()
+    assert "401" in spec["paths"][URL]["post"]["responses"]
+    assert len(await _logs(sessionmaker)) == 1
