@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Query
 
 from cryptocheckout.admin import repository
 from cryptocheckout.admin.schemas import (
-    AdminOrder,
     AdminPayment,
     AdminPaymentList,
     JobList,
@@ -35,7 +34,7 @@ from cryptocheckout.kit.http import AppSettings, SessionMaker
 from cryptocheckout.kit.jobs_models import Job, JobStatus
 from cryptocheckout.kit.problems import not_found
 from cryptocheckout.kit.security import require_admin
-from cryptocheckout.orders.schemas import OrderItemOut
+from cryptocheckout.orders.schemas import OrderOut, order_fields
 from cryptocheckout.payments.models import PaymentStatus
 from cryptocheckout.payments.state_machine import FULFIL_ORDER_JOB
 from cryptocheckout.webhooks import processor
@@ -115,16 +114,7 @@ async def get_payment(payment_id: uuid.UUID, sessionmaker: SessionMaker) -> Paym
         payment, order, timeline, notifications, jobs = found
         return PaymentDetail(
             **AdminPayment.model_validate(payment).model_dump(),
-            order=AdminOrder(
-                id=order.id,
-                status=order.status,
-                email=order.email,
-                total=order.total,
-                currency=order.currency,
-                items=[OrderItemOut.model_validate(item) for item in order.items],
-                created_at=order.created_at,
-                updated_at=order.updated_at,
-            ),
+            order=OrderOut(**order_fields(order)),
             timeline=[StatusChangeOut.model_validate(change) for change in timeline],
             notifications=[WebhookLogOut.model_validate(log) for log in notifications],
             jobs=[JobOut.model_validate(job) for job in jobs],

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptocheckout.kit.schemas import MoneyOut, ResponseModel
-from cryptocheckout.orders.schemas import OrderItemOut
+from cryptocheckout.orders.schemas import OrderOut
 
 
 class AdminPayment(ResponseModel):
@@ -38,17 +38,6 @@ class AdminPayment(ResponseModel):
 class AdminPaymentList(ResponseModel):
     items: list[AdminPayment]
     next_cursor: str | None
-
-
-class AdminOrder(ResponseModel):
-    id: uuid.UUID
-    status: str
-    email: str
-    total: MoneyOut
-    currency: str
-    items: list[OrderItemOut]
-    created_at: datetime
-    updated_at: datetime
 
 
 class StatusChangeOut(ResponseModel):
@@ -107,7 +96,7 @@ class WebhookLogList(ResponseModel):
 
 
 class PaymentDetail(AdminPayment):
-    order: AdminOrder
+    order: OrderOut
     timeline: list[StatusChangeOut]
     notifications: list[WebhookLogOut]
     jobs: list[JobOut]

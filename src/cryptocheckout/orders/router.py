@@ -11,15 +11,10 @@ from cryptocheckout.kit.http import SessionMaker
 from cryptocheckout.kit.idempotency import request_fingerprint, run_idempotent
 from cryptocheckout.kit.problems import not_found
 from cryptocheckout.orders import service
-from cryptocheckout.orders.models import Order
-from cryptocheckout.orders.schemas import CreatedOrderOut, OrderCreate, OrderItemOut, OrderView
+from cryptocheckout.orders.schemas import CreatedOrderOut, OrderCreate, OrderView, order_fields
 from cryptocheckout.payments import queries as payment_queries
 
 router = APIRouter(tags=["orders"])
-
-
-def _items(order: Order) -> list[OrderItemOut]:
-    return [OrderItemOut.model_validate(item) for item in order.items]
 
 
 @router.post("/api/orders", status_code=201, response_model=CreatedOrderOut)
@@ -30,17 +25,7 @@ async def create_order(
 ) -> JSONResponse:
     async def operation(session: AsyncSession) -> tuple[int, dict[str, Any]]:
         order = await service.create_order(session, data)
-        body = CreatedOrderOut(
-            id=order.id,
-            status=order.status,
-            email=order.email,
-            total=order.total,
-            currency=order.currency,
-            items=_items(order),
-            access_token=order.access_token,
-            created_at=order.created_at,
-            updated_at=order.updated_at,
-        )
+        body = CreatedOrderOut(**order_fields(order), access_token=order.access_token)
         return 201, body.model_dump(mode="json")
 
     status, body = await run_idempotent(
@@ -66,15 +51,4 @@ async def get_order(
         if order is None:
             raise not_found("order")
         payment = await payment_queries.current_summary(session, order.id)
-    return OrderView(
-        id=order.id,
-        status=order.status,
-        email=order.email,
-        total=order.total,
-        currency=order.currency,
-        items=_items(order),
-        created_at=order.created_at,
-        updated_at=order.updated_at,
-        payment=payment,
-        delivery_url=None,
-    )
+    return OrderView(**order_fields(order), payment=payment, delivery_url=None)

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import EmailStr, Field, StringConstraints
 
 from cryptocheckout.kit.schemas import MoneyOut, RequestModel, ResponseModel
+
+if TYPE_CHECKING:
+    from cryptocheckout.orders.models import Order
 
 ProductRef = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
 
@@ -58,3 +61,17 @@ class CreatedOrderOut(OrderOut):
 class OrderView(OrderOut):
     payment: PaymentSummary | None
     delivery_url: str | None
+
+
+def order_fields(order: Order) -> dict[str, Any]:
+    """The fields every view of an order shares (OrderOut's)."""
+    return {
+        "id": order.id,
+        "status": order.status,
+        "email": order.email,
+        "total": order.total,
+        "currency": order.currency,
+        "items": [OrderItemOut.model_validate(item) for item in order.items],
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+    }

@@ -15,6 +15,7 @@ fulfilment job in the same transaction.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -136,6 +137,38 @@ def order_advances(current: OrderStatus, target: OrderStatus) -> bool:
     return ORDER_RANK[target] > ORDER_RANK[current]
 
 
+@dataclass(frozen=True)
+class Cause:
+    """What caused a change, for the audit trail."""
+
+    kind: ChangeCause
+    ref: str | None = None
+    note: str | None = None
+
+
+def _record(
+    session: AsyncSession,
+    subject: str,
+    subject_id: uuid.UUID,
+    order_id: uuid.UUID,
+    from_status: str,
+    to_status: str,
+    cause: Cause,
+) -> None:
+    session.add(
+        StatusChange(
+            subject=subject,
+            subject_id=subject_id,
+            order_id=order_id,
+            from_status=from_status,
+            to_status=to_status,
+            cause=cause.kind,
+            cause_ref=cause.ref,
+            note=cause.note,
+        )
+    )
+
+
 async def move_payment(
     session: AsyncSession,
     payment: Payment,
@@ -148,18 +181,8 @@ async def move_payment(
     """Moves the payment forward to `target`; False (and no change) if that is not forward."""
     if not payment_advances(payment.status, target):
         return False
-    session.add(
-        StatusChange(
-            subject="payment",
-            subject_id=payment.id,
-            order_id=payment.order_id,
-            from_status=payment.status.value,
-            to_status=target.value,
-            cause=cause,
-            cause_ref=cause_ref,
-            note=note,
-        )
-    )
+    why = Cause(cause, cause_ref, note)
+    _record(session, "payment", payment.id, payment.order_id, payment.status, target, why)
     payment.status = target
     return True
 
@@ -176,17 +199,8 @@ async def move_order(
     """Moves the order forward; on `paid`, enqueues its one fulfilment job in this transaction."""
     if not order_advances(order.status, target):
         return False
-    session.add(
-        StatusChange(
-            subject="order",
-            subject_id=order.id,
-            order_id=order.id,
-            from_status=order.status.value,
-            to_status=target.value,
-            cause=cause,
-            cause_ref=cause_ref,
-            note=note,
-        )
+    _record(
+        session, "order", order.id, order.id, order.status, target, Cause(cause, cause_ref, note)
     )
     order.status = target
     if target is OrderStatus.PAID:
