@@ -303,3 +303,79 @@ async def test_a_payment_left_created_is_replaced(checkout: Checkout) -> None:
     assert fresh.json()["id"] != str(stuck.id) and fresh.json()["pay_address"]
     row = await checkout.payment_row(str(stuck.id))
     assert row.status is PaymentStatus.FAILED and row.error_code == "OUTCOME_UNKNOWN"
+
+
+async def test_lost_notifications_are_caught_up_by_polling(
+    settings: Settings, sessionmaker: Sessions
+) -> None:
+    """NOWPayments cannot reach the shop (a wrong callback URL): polling finds the payment paid."""
+    from datetime import timedelta
+
+    from cryptocheckout.kit.jobs_models import Job
+    from cryptocheckout.nowpayments.client import NowPaymentsClient
+    from cryptocheckout.payments.models import StatusChange
+    from cryptocheckout.worker import Worker
+
+    sandbox_port, shop_port = free_port(), free_port()
+    sandbox_url, shop_url = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{shop_port}"
+    config = SandboxConfig(
+        api_key="test-api-key",
+        ipn_secret=SECRET,
+        public_url=sandbox_url,
+        step_delay=0.01,
+        resend_attempts=0,
+    )
+    unreachable = f"http://127.0.0.1:{free_port()}/api/webhooks/nowpayments"
+    shop_settings = settings.model_copy(
+        update={
+            "nowpayments_base": sandbox_url,
+            "nowpayments_callback_url": unreachable,
+            "public_base_url": shop_url,
+        }
+    )
+    with (
+        serve_in_thread(create_sandbox_app(config), port=sandbox_port),
+        serve_in_thread(create_app(shop_settings), port=shop_port),
+    ):
+        async with (
+            httpx.AsyncClient(base_url=shop_url, timeout=10) as shop,
+            httpx.AsyncClient(base_url=sandbox_url, timeout=10) as sandbox,
+            NowPaymentsClient(sandbox_url, "test-api-key") as client,
+        ):
+            checkout = Checkout(shop, sandbox, sessionmaker)
+            order = await checkout.order()
+            payment = (await checkout.pay(order)).json()
+            await checkout.drive(payment["external_id"], "finished")
+            settled = await sandbox.get(
+                f"/sandbox/payments/{payment['external_id']}",
+                params={"wait_for_status": "finished"},
+            )
+            assert settled.status_code == 200
+            assert (await checkout.view(order))["status"] == "waiting"  # nothing arrived
+
+            worker = Worker(sessionmaker, client=client, reconcile_after=timedelta(0))
+            await worker.scan_for_polls()
+            await worker.scan_for_polls()  # one poll per payment per period
+            async with sessionmaker() as session:
+                polls = (
+                    (await session.execute(select(Job).where(Job.kind == "poll_payment")))
+                    .scalars()
+                    .all()
+                )
+            assert len(polls) == 1
+            while await worker.run_once():
+                pass
+            view = await checkout.view(order)
+    assert view["status"] == "fulfilled"
+    assert view["payment"]["status"] == "finished"
+    async with sessionmaker() as session:
+        causes = (
+            (
+                await session.execute(
+                    select(StatusChange.cause).where(StatusChange.to_status == "paid")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert [c.value for c in causes] == ["poll"]

@@ -19,13 +19,12 @@ from cryptocheckout.kit.db import create_engine, create_sessionmaker
 from cryptocheckout.kit.limits import BodySizeLimit
 from cryptocheckout.kit.problems import install_problem_handlers
 from cryptocheckout.kit.runtime import freeze_startup_heap
-from cryptocheckout.nowpayments.client import NowPaymentsClient
 from cryptocheckout.orders.router import router as orders_router
 from cryptocheckout.payments.router import router as payments_router
 from cryptocheckout.webhooks.ingest import NotificationStore
 from cryptocheckout.webhooks.router import IpnFastPath
 from cryptocheckout.webhooks.router import router as webhooks_router
-from cryptocheckout.worker import worker_from_settings
+from cryptocheckout.worker import nowpayments_client, worker_from_settings
 
 
 def create_app(
@@ -43,13 +42,8 @@ def create_app(
         sessionmaker = create_sessionmaker(active)
         app.state.engine = active
         app.state.sessionmaker = sessionmaker
-        app.state.nowpayments = NowPaymentsClient(
-            settings.nowpayments_base,
-            settings.nowpayments_api_key.get_secret_value(),
-            email=settings.nowpayments_email,
-            password=settings.nowpayments_password.get_secret_value(),
-        )
-        worker = worker_from_settings(sessionmaker, settings)
+        app.state.nowpayments = nowpayments_client(settings)
+        worker = worker_from_settings(sessionmaker, settings, app.state.nowpayments)
         store = NotificationStore(active, on_stored=worker.wake if run_worker else None)
         app.state.notification_store = store
         app.state.worker = worker

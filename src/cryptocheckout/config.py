@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     job_lease_seconds: float = 60.0
     # How often an idle worker looks for new notifications and jobs.
     worker_poll_seconds: float = 0.1
+    # An open payment with no news for this long is looked up at NOWPayments (a lost IPN).
+    reconcile_after_seconds: float = 600.0
 
     @field_validator("nowpayments_base", "public_base_url")
     @classmethod

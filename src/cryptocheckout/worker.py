@@ -24,13 +24,20 @@ from cryptocheckout.kit import jobs
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
 from cryptocheckout.kit.idempotency import purge_expired
 from cryptocheckout.kit.runtime import freeze_startup_heap
+from cryptocheckout.nowpayments.client import NowPaymentsClient
+from cryptocheckout.payments.reconcile import (
+    POLL_PAYMENT_JOB,
+    enqueue_stale_polls,
+    poll_payment_handler,
+)
 from cryptocheckout.payments.state_machine import FULFIL_ORDER_JOB
 from cryptocheckout.webhooks.processor import process_next
 
 logger = logging.getLogger("cryptocheckout.worker")
 
 HANDLERS: dict[str, jobs.Handler] = {FULFIL_ORDER_JOB: fulfil_order}
-HOUSEKEEPING_SECONDS = 600.0
+PURGE_EVERY_SECONDS = 600.0
+POLL_SCAN_EVERY_SECONDS = 60.0
 
 
 class Worker:
@@ -43,11 +50,17 @@ class Worker:
         lease: timedelta = jobs.DEFAULT_LEASE,
         handlers: dict[str, jobs.Handler] | None = None,
         batch: int = 20,
+        client: NowPaymentsClient | None = None,
+        reconcile_after: timedelta | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.tolerance = tolerance
         self.poll_interval = poll_interval
-        self.handlers = handlers if handlers is not None else HANDLERS
+        self.handlers = dict(handlers if handlers is not None else HANDLERS)
+        if client is not None:
+            self.handlers[POLL_PAYMENT_JOB] = poll_payment_handler(client, tolerance)
+        # With a client, open payments quiet for this long are polled at NOWPayments.
+        self.reconcile_after = reconcile_after if client is not None else None
         self.batch = batch
         self.lease = lease
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -70,7 +83,7 @@ class Worker:
             done += 1
         return done
 
-    async def housekeeping(self) -> None:
+    async def purge(self) -> None:
         """Drops idempotency keys past their 24 hours."""
         async with self.sessionmaker() as session:
             purged = await purge_expired(session)
@@ -78,17 +91,34 @@ class Worker:
         if purged:
             logger.info("purged %d expired idempotency keys", purged)
 
+    async def scan_for_polls(self) -> None:
+        if self.reconcile_after is None:
+            return
+        async with self.sessionmaker() as session:
+            added = await enqueue_stale_polls(session, quiet_for=self.reconcile_after)
+            await session.commit()
+        if added:
+            logger.info("asking NOWPayments about %d quiet payments", added)
+
+    async def housekeeping(self, now: float, due: dict[str, float]) -> None:
+        for name, every, task in (
+            ("purge", PURGE_EVERY_SECONDS, self.purge),
+            ("polls", POLL_SCAN_EVERY_SECONDS, self.scan_for_polls),
+        ):
+            if now < due.get(name, 0.0):
+                continue
+            due[name] = now + every
+            try:
+                await task()
+            except Exception:
+                logger.exception("housekeeping (%s) failed", name)
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         logger.info("worker %s started", self.worker_id)
-        next_housekeeping = 0.0
+        due: dict[str, float] = {}
         while not stop.is_set():
-            if time.monotonic() >= next_housekeeping:
-                next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
-                try:
-                    await self.housekeeping()
-                except Exception:
-                    logger.exception("housekeeping failed")
+            await self.housekeeping(time.monotonic(), due)
             try:
                 done = await self.run_once()
             except Exception:
@@ -119,20 +149,35 @@ async def run_standalone(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    client = nowpayments_client(settings)
     try:
-        worker = worker_from_settings(create_sessionmaker(engine), settings)
+        worker = worker_from_settings(create_sessionmaker(engine), settings, client)
         freeze_startup_heap()
         await worker.run(stop)
     finally:
+        await client.aclose()
         await engine.dispose()
 
 
 def worker_from_settings(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    client: NowPaymentsClient | None = None,
 ) -> Worker:
     return Worker(
         sessionmaker,
         tolerance=Decimal(settings.underpaid_tolerance),
         poll_interval=settings.worker_poll_seconds,
         lease=timedelta(seconds=settings.job_lease_seconds),
+        client=client,
+        reconcile_after=timedelta(seconds=settings.reconcile_after_seconds),
+    )
+
+
+def nowpayments_client(settings: Settings) -> NowPaymentsClient:
+    return NowPaymentsClient(
+        settings.nowpayments_base,
+        settings.nowpayments_api_key.get_secret_value(),
+        email=settings.nowpayments_email,
+        password=settings.nowpayments_password.get_secret_value(),
     )

@@ -10,6 +10,7 @@ import enum
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,6 +62,26 @@ async def apply_notification(
         info = PaymentInfo.parse_mapping(data)
     except NowPaymentsPayloadError as exc:
         return _failed(f"invalid content: {exc}")
+    return await apply_provider_state(
+        session,
+        info,
+        tolerance=tolerance,
+        cause=cause,
+        ref=str(log.id),
+        raw_payload=log.raw_payload,
+    )
+
+
+async def apply_provider_state(
+    session: AsyncSession,
+    info: PaymentInfo,
+    *,
+    tolerance: Decimal,
+    cause: ChangeCause,
+    ref: str,
+    raw_payload: dict[str, Any],
+) -> Applied:
+    """Applies what NOWPayments says of a payment (a notification, or a status poll)."""
     outcome = PROVIDER_OUTCOMES.get(info.status)
     if outcome is None:
         return _failed(f"unknown payment_status {info.status!r}")
@@ -95,13 +116,12 @@ async def apply_notification(
             actually_paid=info.actually_paid,
             tolerance=tolerance,
         )
-    ref = str(log.id)
     note = f"NOWPayments: {info.status}"
     moved = await move_payment(
         session, payment, verdict.outcome.payment, cause=cause, cause_ref=ref, note=note
     )
     if moved:
-        _record_provider_fields(payment, info, log)
+        _record_provider_fields(payment, info, raw_payload)
         if verdict.review_reason:
             _flag(payment, verdict.review_reason)
     order_moved = await move_order(
@@ -131,9 +151,11 @@ def _expected_pay_amount(payment: Payment, info: PaymentInfo) -> Decimal | None:
     return payment.pay_amount
 
 
-def _record_provider_fields(payment: Payment, info: PaymentInfo, log: WebhookLog) -> None:
+def _record_provider_fields(
+    payment: Payment, info: PaymentInfo, raw_payload: dict[str, Any]
+) -> None:
     payment.provider_status = info.status
-    payment.raw_payload = log.raw_payload
+    payment.raw_payload = raw_payload
     if info.actually_paid is not None:
         payment.actually_paid = truncate_money(info.actually_paid)
     if payment.pay_amount is None and info.pay_amount is not None:

@@ -1,0 +1,82 @@
+"""Reconciliation: ask NOWPayments about open payments whose notifications stopped coming.
+
+A notification can be lost for good: a wrong callback URL, an outage longer than
+NOWPayments' resends. So the worker periodically enqueues a `poll_payment` job for each open
+payment not updated for a while; the job reads the payment's state from the API and applies
+it through the same state machine as a notification (the audit trail says `poll`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cryptocheckout.kit import jobs
+from cryptocheckout.kit.clock import utcnow
+from cryptocheckout.nowpayments.client import NowPaymentsClient
+from cryptocheckout.payments.models import ChangeCause, Payment, PaymentStatus
+from cryptocheckout.payments.notifications import Result, apply_provider_state
+
+logger = logging.getLogger("cryptocheckout.payments")
+
+POLL_PAYMENT_JOB = "poll_payment"
+# Payments that still expect money; `created` ones have no provider id yet.
+POLLED_STATUSES = (PaymentStatus.WAITING, PaymentStatus.CONFIRMING, PaymentStatus.CONFIRMED)
+MAX_POLLS_PER_ROUND = 500
+
+
+async def enqueue_stale_polls(session: AsyncSession, *, quiet_for: timedelta) -> int:
+    """One poll job per open payment not updated for `quiet_for` (at most one per period)."""
+    now = utcnow()
+    stale = await session.execute(
+        select(Payment.id)
+        .where(
+            Payment.status.in_(POLLED_STATUSES),
+            Payment.external_id.is_not(None),
+            Payment.updated_at < now - quiet_for,
+        )
+        .order_by(Payment.updated_at)
+        .limit(MAX_POLLS_PER_ROUND)
+    )
+    period = int(now.timestamp() // max(quiet_for.total_seconds(), 1))
+    added = 0
+    for payment_id in stale.scalars():
+        added += await jobs.enqueue(
+            session,
+            POLL_PAYMENT_JOB,
+            {"payment_id": str(payment_id)},
+            dedupe_key=f"{POLL_PAYMENT_JOB}:{payment_id}:{period}",
+            max_attempts=5,
+        )
+    return added
+
+
+def poll_payment_handler(client: NowPaymentsClient, tolerance: Decimal) -> jobs.Handler:
+    async def poll_payment(session: AsyncSession, payload: Mapping[str, Any]) -> None:
+        payment = await session.get(Payment, uuid.UUID(str(payload["payment_id"])))
+        if payment is None or payment.external_id is None or payment.status not in POLLED_STATUSES:
+            return
+        external_id = payment.external_id
+        # End the read before the HTTP call: no transaction (on SQLite, no write lock) is
+        # held while NOWPayments answers.
+        await session.commit()
+        info = await client.get_payment(external_id)
+        applied = await apply_provider_state(
+            session,
+            info,
+            tolerance=tolerance,
+            cause=ChangeCause.POLL,
+            ref=f"poll:{external_id}",
+            raw_payload=info.model_dump(mode="json", by_alias=True),
+        )
+        if applied.result is not Result.PROCESSED:
+            logger.warning("poll of payment %s: %s", external_id, applied.detail)
+
+    return poll_payment
