@@ -379,3 +379,17 @@ async def test_lost_notifications_are_caught_up_by_polling(
             .all()
         )
     assert [c.value for c in causes] == ["poll"]
+
+
+async def test_payment_idempotency_keys(checkout: Checkout) -> None:
+    order = await checkout.order()
+    headers = {"X-Order-Token": order["access_token"], "Idempotency-Key": "pay-1"}
+    body = {"order_id": order["id"], "pay_currency": "btc"}
+    first = await checkout.shop.post("/api/payments", json=body, headers=headers)
+    again = await checkout.shop.post("/api/payments", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()  # the stored response, not the 200 "open payment" one
+    other = await checkout.shop.post(
+        "/api/payments", json={**body, "pay_currency": "eth"}, headers=headers
+    )
+    assert other.status_code == 422

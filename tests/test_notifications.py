@@ -428,3 +428,19 @@ async def test_a_create_that_timed_out_is_adopted_by_its_notifications(
     order_status, payment_status, payment = await flow.state(paying)
     assert (order_status, payment_status) == (OrderStatus.FULFILLED, PaymentStatus.FINISHED)
     assert payment.external_id == "4343"
+
+
+async def test_an_invoice_notification_naming_another_order_is_refused(
+    flow: Flow, sessionmaker: Sessions
+) -> None:
+    paying = await paying_order(
+        sessionmaker, external_id=None, invoice_id="6120000003", kind=PaymentKind.INVOICE
+    )
+    await flow.send(
+        paying, "finished", payment_id="333", invoice_id=6120000003, order_id=str(uuid.uuid4())
+    )
+    await flow.drain()
+    [log] = await flow.logs()
+    assert log.status is WebhookLogStatus.FAILED and "names order" in (log.error or "")
+    order_status, _, payment = await flow.state(paying)
+    assert order_status is OrderStatus.WAITING and payment.external_id is None

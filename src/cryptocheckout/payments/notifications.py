@@ -189,6 +189,12 @@ async def _find_payment(session: AsyncSession, info: PaymentInfo) -> Payment | A
     if info.invoice_id is not None:
         invoice_payment = await repository.by_invoice_id(session, info.invoice_id)
         if invoice_payment is not None:
+            if info.order_id is not None and info.order_id != str(invoice_payment.order_id):
+                # We sent our order id with the invoice: a mismatch is not ours to apply.
+                return _failed(
+                    f"invoice {info.invoice_id} is order {invoice_payment.order_id}'s, "
+                    f"but the notification names order {info.order_id}"
+                )
             if invoice_payment.external_id is None:
                 return invoice_payment
             return await _child(
