@@ -139,3 +139,18 @@ async def test_staff_can_retry_a_dead_job(sessionmaker: Sessions) -> None:
         await session.commit()
     assert revived is not None and revived.status is JobStatus.QUEUED and revived.attempts == 0
     assert len(await jobs.claim(sessionmaker, "w1")) == 1
+
+
+async def test_a_job_whose_worker_always_dies_ends_dead(sessionmaker: Sessions) -> None:
+    await _enqueue(sessionmaker, max_attempts=2)
+    for expected in (1, 2):
+        [job] = await jobs.claim(sessionmaker, f"w{expected}")
+        assert job.attempts == expected
+        async with sessionmaker() as session:  # the worker dies: its lease runs out
+            await session.execute(
+                update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            )
+            await session.commit()
+    assert await jobs.claim(sessionmaker, "w3") == []
+    stored = await _job(sessionmaker)
+    assert stored.status is JobStatus.DEAD and "stopped holding" in (stored.last_error or "")

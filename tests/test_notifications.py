@@ -444,3 +444,37 @@ async def test_an_invoice_notification_naming_another_order_is_refused(
     assert log.status is WebhookLogStatus.FAILED and "names order" in (log.error or "")
     order_status, _, payment = await flow.state(paying)
     assert order_status is OrderStatus.WAITING and payment.external_id is None
+
+
+async def test_reconciliation_rounds_go_through_every_quiet_payment(
+    sessionmaker: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from cryptocheckout.kit.clock import utcnow
+    from cryptocheckout.kit.jobs_models import Job
+    from cryptocheckout.payments import reconcile
+
+    monkeypatch.setattr(reconcile, "MAX_POLLS_PER_ROUND", 2)
+    payings = [await paying_order(sessionmaker, external_id=str(600 + n)) for n in range(3)]
+
+    async def scan() -> set[str]:
+        async with sessionmaker() as session:
+            await reconcile.enqueue_stale_polls(session, quiet_for=timedelta(0))
+            await session.commit()
+            jobs = (
+                await session.execute(select(Job.payload).where(Job.kind == "poll_payment"))
+            ).scalars()
+            return {payload["payment_id"] for payload in jobs}
+
+    first = await scan()
+    assert len(first) == 2
+    async with sessionmaker() as session:  # what a poll does: touch the payments it read
+        for paying in payings:
+            if str(paying.payment_id) in first:
+                payment = await session.get(Payment, paying.payment_id)
+                assert payment is not None
+                payment.polled_at = utcnow()
+        await session.commit()
+    second = await scan()
+    assert {str(p.payment_id) for p in payings} <= second

@@ -256,3 +256,26 @@ async def test_the_fastapi_route_behaves_like_the_fast_path(
             spec = (await c.get("/openapi.json")).json()
     assert "401" in spec["paths"][URL]["post"]["responses"]
     assert len(await _logs(sessionmaker)) == 1
+
+
+async def test_trailing_slash_is_served_too(client: httpx.AsyncClient) -> None:
+    body, headers = signed(_payload(), SECRET)
+    response = await client.post(URL + "/", content=body, headers=headers)
+    assert response.status_code == 200 and response.json() == {"status": "stored"}
+
+
+async def test_a_long_proxy_address_on_a_rejected_delivery_does_not_fail_the_batch(
+    engine: object, sessionmaker: Sessions
+) -> None:
+    from cryptocheckout.kit.clock import utcnow
+
+    store = ingest.NotificationStore(engine)  # type: ignore[arg-type]
+    await store.start()
+    try:
+        store.reject(ingest.Rejected("invalid signature", "x" * 300, "0" * 64, 10, utcnow()))
+        body, _ = signed(_payload(payment_id=777), SECRET)
+        assert await store.store(ingest.incoming(body, json.loads(body))) is True
+    finally:
+        await store.stop()
+    assert len(await _logs(sessionmaker)) == 1
+    assert [r.remote_addr for r in await _rejected(sessionmaker)] == ["x" * 64]

@@ -23,16 +23,23 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        # An exception escaping the app becomes a 500; a request that ended with no answer
+        # (the client went away mid-body) is logged as 499, nginx's "client closed request".
         status = 500
 
+        answered = False
+
         async def tracking_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
+                answered = True
             await send(message)
 
         try:
             await self.app(scope, receive, tracking_send)
+            if not answered:
+                status = 499
         finally:
             logger.info(
                 "%s %s %d %.1fms",

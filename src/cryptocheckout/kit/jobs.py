@@ -101,10 +101,28 @@ async def claim(
     """Claims up to `limit` due jobs (or jobs whose lease ran out) and commits the claim."""
     async with sessionmaker() as session:
         now = utcnow()
+        # A job whose worker died with it on every attempt (it kills the process, say)
+        # must end dead rather than be taken again forever.
+        await session.execute(
+            update(Job)
+            .where(
+                Job.status == JobStatus.RUNNING,
+                Job.lease_expires_at < now,
+                Job.attempts >= Job.max_attempts,
+            )
+            .values(
+                status=JobStatus.DEAD,
+                last_error="its worker stopped holding it on every attempt",
+                finished_at=now,
+                updated_at=now,
+            )
+        )
         due = select(Job.id).where(
             or_(
                 (Job.status == JobStatus.QUEUED) & (Job.run_at <= now),
-                (Job.status == JobStatus.RUNNING) & (Job.lease_expires_at < now),
+                (Job.status == JobStatus.RUNNING)
+                & (Job.lease_expires_at < now)
+                & (Job.attempts < Job.max_attempts),
             )
         )
         if kinds is not None:
@@ -114,6 +132,7 @@ async def claim(
             due = due.with_for_update(skip_locked=True)
         ids = list((await session.execute(due)).scalars())
         if not ids:
+            await session.commit()
             return []
         rows = await session.execute(
             update(Job)

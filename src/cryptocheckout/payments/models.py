@@ -87,6 +87,8 @@ class Payment(UUIDPrimaryKey, Timestamps, Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    # Last time its state was read from NOWPayments' API (reconciliation).
+    polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     # Held for staff: a conflict (price or currency not ours) or an overpayment.
     needs_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     review_reason: Mapped[str | None] = mapped_column(Text, default=None)

@@ -33,7 +33,11 @@ MAX_POLLS_PER_ROUND = 500
 
 
 async def enqueue_stale_polls(session: AsyncSession, *, quiet_for: timedelta) -> int:
-    """One poll job per open payment not updated for `quiet_for` (at most one per period)."""
+    """One poll job per open payment not updated for `quiet_for` (at most one per period).
+
+    The quietest first; a poll touches the payment (`polled_at`), so with more quiet
+    payments than one round takes, the rounds go through all of them in turn.
+    """
     now = utcnow()
     stale = await session.execute(
         select(Payment.id)
@@ -60,7 +64,8 @@ async def enqueue_stale_polls(session: AsyncSession, *, quiet_for: timedelta) ->
 
 def poll_payment_handler(client: NowPaymentsClient, tolerance: Decimal) -> jobs.Handler:
     async def poll_payment(session: AsyncSession, payload: Mapping[str, Any]) -> None:
-        payment = await session.get(Payment, uuid.UUID(str(payload["payment_id"])))
+        payment_id = uuid.UUID(str(payload["payment_id"]))
+        payment = await session.get(Payment, payment_id)
         if payment is None or payment.external_id is None or payment.status not in POLLED_STATUSES:
             return
         external_id = payment.external_id
@@ -78,5 +83,9 @@ def poll_payment_handler(client: NowPaymentsClient, tolerance: Decimal) -> jobs.
         )
         if applied.result is not Result.PROCESSED:
             logger.warning("poll of payment %s: %s", external_id, applied.detail)
+        polled = await session.get(Payment, payment_id)
+        if polled is not None:
+            # Also moves updated_at, so the next scan takes other quiet payments first.
+            polled.polled_at = utcnow()
 
     return poll_payment

@@ -299,7 +299,8 @@ def _rejected_rows(rejected: Sequence[Rejected]) -> list[dict[str, Any]]:
             "id": uuid.uuid4(),
             "provider": PROVIDER,
             "reason": r.reason[:200],
-            "remote_addr": r.remote_addr,
+            # The address may come from a proxy header: cut it to the column.
+            "remote_addr": (r.remote_addr or "")[:64] or None,
             "body_sha256": r.body_sha256,
             "body_size": r.body_size,
             "created_at": r.received_at,
@@ -398,11 +399,25 @@ class _PostgresWriter:
     """The hot path on PostgreSQL: its own connection, one prepared statement per batch."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        url = engine.url.set(drivername="postgresql")
+        url = engine.url
         query = dict(url.query)
-        if "ssl" in query:
-            query["sslmode"] = query.pop("ssl")
-        self._dsn = url.set(query=query).render_as_string(hide_password=False)
+        self._connect_args: dict[str, Any] = {
+            # A redelivery of a row someone holds locked must not stall the whole batch:
+            # the batch fails fast and its rows are stored one by one.
+            "server_settings": {"lock_timeout": "1000"},
+            "command_timeout": STORE_TIMEOUT_SECONDS,
+            "timeout": STORE_TIMEOUT_SECONDS,
+        }
+        ssl = query.get("ssl") or query.get("sslmode")
+        if ssl:
+            self._connect_args["ssl"] = str(ssl)
+        # SQLAlchemy's setting for pgbouncer (transaction mode cannot keep named statements).
+        cache = query.get("prepared_statement_cache_size")
+        if cache is not None:
+            self._connect_args["statement_cache_size"] = int(str(cache))
+        # Only the address goes into the DSN: SQLAlchemy's own URL options would reach
+        # PostgreSQL as unknown server settings.
+        self._dsn = url.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
         self._conn: asyncpg.Connection | None = None
         self._rejected_since_prune = 0
 
@@ -414,7 +429,7 @@ class _PostgresWriter:
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(self._dsn, timeout=STORE_TIMEOUT_SECONDS)
+            self._conn = await asyncpg.connect(self._dsn, **self._connect_args)
         return self._conn
 
     async def write(

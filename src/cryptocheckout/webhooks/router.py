@@ -119,7 +119,12 @@ class IpnFastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        # With or without a trailing slash: NOWPayments may not follow a redirect on a POST.
+        if (
+            scope["type"] != "http"
+            or scope["path"] not in (PATH, PATH + "/")
+            or scope["method"] != "POST"
+        ):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
