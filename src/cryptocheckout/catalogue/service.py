@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cryptocheckout.catalogue import repository
 from cryptocheckout.catalogue.models import Product
 from cryptocheckout.catalogue.schemas import AdminProductOut, ProductCreate, ProductUpdate
-from cryptocheckout.kit.problems import Problem, field_error, not_found, validation_problem
+from cryptocheckout.kit.errors import InvalidPrice, NotFound, SkuTaken
 
 
 async def admin_view(session: AsyncSession, product: Product) -> AdminProductOut:
@@ -32,7 +32,7 @@ async def admin_view(session: AsyncSession, product: Product) -> AdminProductOut
 
 async def create_product(session: AsyncSession, data: ProductCreate) -> Product:
     if await repository.get_by_sku(session, data.sku) is not None:
-        raise _sku_taken(data.sku)
+        raise SkuTaken(data.sku)
     product = Product(
         sku=data.sku,
         name=data.name,
@@ -46,7 +46,7 @@ async def create_product(session: AsyncSession, data: ProductCreate) -> Product:
         await session.flush()
     except IntegrityError:
         # Another request created the same sku since the check above.
-        raise _sku_taken(data.sku) from None
+        raise SkuTaken(data.sku) from None
     return product
 
 
@@ -55,7 +55,7 @@ async def update_product(
 ) -> Product:
     product = await repository.get(session, product_id)
     if product is None:
-        raise not_found("product")
+        raise NotFound("product")
     if data.name is not None:
         product.name = data.name
     if data.price is not None:
@@ -74,23 +74,12 @@ async def add_keys(
 ) -> tuple[int, int]:
     """Adds licence keys; returns (added, duplicates), counting repeats within the request too."""
     if await repository.get(session, product_id) is None:
-        raise not_found("product")
+        raise NotFound("product")
     unique = list(dict.fromkeys(keys))
     added = await repository.add_keys(session, product_id, unique)
     return added, len(keys) - added
 
 
-def _sku_taken(sku: str) -> Problem:
-    return Problem(
-        409,
-        f"A product with sku {sku!r} exists already.",
-        type_="conflict",
-        errors=[field_error(["body", "sku"], "already exists")],
-    )
-
-
 def _check_price(price: Decimal) -> None:
     if price <= 0:
-        raise validation_problem(
-            "The price must be positive.", [field_error(["body", "price"], "must be above 0")]
-        )
+        raise InvalidPrice()

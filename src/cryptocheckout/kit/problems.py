@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cryptocheckout.kit.errors import DomainError, ProviderRefused
+
 logger = logging.getLogger("cryptocheckout.http")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -53,6 +55,32 @@ def not_found(what: str) -> Problem:
     return Problem(404, f"{what} not found", type_="not-found")
 
 
+# The one mapping of domain errors to HTTP.
+DOMAIN_STATUS: dict[str, int] = {
+    "invalid": 422,
+    "not_found": 404,
+    "conflict": 409,
+    "unavailable": 502,
+}
+
+
+def domain_problem(error: DomainError, *, location: str = "body") -> Problem:
+    """The problem+json form of a domain error; field paths gain the request part (`body`)."""
+    errors = [
+        field_error([location, *issue.loc], issue.message, issue.code) for issue in error.fields
+    ]
+    extra: dict[str, Any] = {}
+    if isinstance(error, ProviderRefused):
+        extra["provider_code"] = error.provider_code
+    return Problem(
+        DOMAIN_STATUS[error.kind],
+        error.detail,
+        type_=error.code,
+        errors=errors or None,
+        extra=extra,
+    )
+
+
 def problem_response(problem: Problem) -> JSONResponse:
     body: dict[str, Any] = {
         "type": problem.type,
@@ -85,6 +113,10 @@ async def _handle_problem(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(cast(Problem, exc))
 
 
+async def _handle_domain(_request: Request, exc: Exception) -> JSONResponse:
+    return problem_response(domain_problem(cast(DomainError, exc)))
+
+
 async def _handle_validation(_request: Request, exc: Exception) -> JSONResponse:
     errors = _clean_errors(cast(RequestValidationError, exc).errors())
     if any(error["type"] == "json_invalid" for error in errors):
@@ -107,6 +139,7 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _handle_problem)
+    app.add_exception_handler(DomainError, _handle_domain)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
     app.add_exception_handler(Exception, _handle_unexpected)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.catalogue import repository as catalogue
+from cryptocheckout.kit.errors import (
+    FieldIssue,
+    MixedCurrencies,
+    OutOfStock,
+    TotalTooLarge,
+    UnorderableItems,
+)
 from cryptocheckout.kit.money import to_money
-from cryptocheckout.kit.problems import field_error, validation_problem
 from cryptocheckout.kit.security import new_access_token, tokens_match
 from cryptocheckout.orders import repository
 from cryptocheckout.orders.models import Order, OrderItem, OrderStatus
@@ -18,7 +23,7 @@ from cryptocheckout.orders.schemas import OrderCreate
 
 
 async def create_order(session: AsyncSession, data: OrderCreate) -> Order:
-    errors: list[dict[str, Any]] = []
+    errors: list[FieldIssue] = []
     product_ids: list[uuid.UUID | None] = []
     for index, item in enumerate(data.items):
         try:
@@ -26,8 +31,8 @@ async def create_order(session: AsyncSession, data: OrderCreate) -> Order:
         except ValueError:
             product_ids.append(None)
             errors.append(
-                field_error(
-                    ["body", "items", index, "product_id"],
+                FieldIssue(
+                    ("items", index, "product_id"),
                     f"unknown product {item.product_id!r}",
                     "unknown_product",
                 )
@@ -39,29 +44,29 @@ async def create_order(session: AsyncSession, data: OrderCreate) -> Order:
         product = products.get(pid)
         if product is None:
             errors.append(
-                field_error(
-                    ["body", "items", index, "product_id"],
+                FieldIssue(
+                    ("items", index, "product_id"),
                     f"unknown product {item.product_id!r}",
                     "unknown_product",
                 )
             )
         elif not product.active:
             errors.append(
-                field_error(
-                    ["body", "items", index, "product_id"],
+                FieldIssue(
+                    ("items", index, "product_id"),
                     f"product {product.sku!r} is not for sale",
                     "inactive_product",
                 )
             )
     if errors:
-        raise validation_problem("Some items cannot be ordered.", errors)
+        raise UnorderableItems("Some items cannot be ordered.", errors)
 
     ids = [pid for pid in product_ids if pid is not None]
     currencies = {products[pid].currency for pid in ids}
     if len(currencies) > 1:
-        raise validation_problem(
+        raise MixedCurrencies(
             "All items of an order must be priced in one currency.",
-            [field_error(["body", "items"], f"mixed currencies: {', '.join(sorted(currencies))}")],
+            [FieldIssue(("items",), f"mixed currencies: {', '.join(sorted(currencies))}")],
         )
 
     wanted: Counter[uuid.UUID] = Counter()
@@ -71,14 +76,14 @@ async def create_order(session: AsyncSession, data: OrderCreate) -> Order:
     for index, pid in enumerate(ids):
         if wanted[pid] > available[pid]:
             errors.append(
-                field_error(
-                    ["body", "items", index, "quantity"],
+                FieldIssue(
+                    ("items", index, "quantity"),
                     f"only {available[pid]} of {products[pid].sku!r} in stock",
                     "out_of_stock",
                 )
             )
     if errors:
-        raise validation_problem("Some items are out of stock.", errors)
+        raise OutOfStock("Some items are out of stock.", errors)
 
     order = Order(
         email=data.email,
@@ -105,9 +110,9 @@ async def create_order(session: AsyncSession, data: OrderCreate) -> Order:
     try:
         order.total = to_money(total)
     except ValueError:
-        raise validation_problem(
+        raise TotalTooLarge(
             "The order total is too large.",
-            [field_error(["body", "items"], "the total exceeds what one order can hold")],
+            [FieldIssue(("items",), "the total exceeds what one order can hold")],
         ) from None
     session.add(order)
     await session.flush()

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cryptocheckout.config import Settings
 from cryptocheckout.kit.clock import utcnow
+from cryptocheckout.kit.errors import NotFound, OrderClosed, ProviderRefused
 from cryptocheckout.kit.money import truncate_money
-from cryptocheckout.kit.problems import Problem, not_found
 from cryptocheckout.kit.security import tokens_match
 from cryptocheckout.nowpayments.client import NowPaymentsClient
 from cryptocheckout.nowpayments.errors import NowPaymentsApiError, NowPaymentsError
@@ -48,11 +48,11 @@ async def _open_or_record(
     try:
         parsed = uuid.UUID(order_id)
     except ValueError:
-        raise not_found("order") from None
+        raise NotFound("order") from None
     async with sessionmaker() as session:
         order = await repository.lock_order(session, parsed)
         if order is None or not tokens_match(token, order.access_token):
-            raise not_found("order")
+            raise NotFound("order")
         existing = await repository.open_for_order(session, order.id)
         if existing is not None and _abandoned(existing):
             await move_payment(
@@ -69,11 +69,7 @@ async def _open_or_record(
         if existing is not None:
             return Created(existing, new=False)
         if ORDER_RANK[order.status] >= ORDER_RANK[OrderStatus.PAID]:
-            raise Problem(
-                409,
-                f"The order is {order.status.value}: it needs no payment.",
-                type_="order-closed",
-            )
+            raise OrderClosed(f"The order is {order.status.value}: it needs no payment.")
         payment = Payment(
             order_id=order.id,
             kind=PaymentKind.PAYMENT if pay_currency else PaymentKind.INVOICE,
@@ -167,12 +163,7 @@ async def create_payment(
         else:
             code = "PROVIDER_UNAVAILABLE"
         await _record_failure(sessionmaker, payment.id, code, str(exc))
-        raise Problem(
-            502,
-            f"NOWPayments refused or did not answer: {code}",
-            type_="provider-error",
-            extra={"provider_code": code},
-        ) from exc
+        raise ProviderRefused(code) from exc
     return Created(await _record_opened(sessionmaker, payment.id, provider_fields), new=True)
 
 
@@ -184,7 +175,7 @@ async def _record_opened(
     async with sessionmaker() as session:
         payment = await session.get(Payment, payment_id)
         if payment is None:  # pragma: no cover - the order was deleted meanwhile
-            raise not_found("payment")
+            raise NotFound("payment")
         order = await repository.lock_order(session, payment.order_id)
         payment = await repository.lock_payment(session, payment_id)
         for name, value in fields.items():
