@@ -14,6 +14,7 @@ from cryptocheckout import __version__, health
 from cryptocheckout.admin.router import router as admin_router
 from cryptocheckout.catalogue.router import router as catalogue_router
 from cryptocheckout.config import Settings
+from cryptocheckout.customer.router import router as customer_router
 from cryptocheckout.kit.accesslog import AccessLog
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
 from cryptocheckout.kit.limits import BodySizeLimit
@@ -78,6 +79,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(catalogue_router)
     app.include_router(orders_router)
+    app.include_router(customer_router)
     app.include_router(payments_router)
     app.include_router(webhooks_router)
     app.include_router(admin_router)

@@ -19,23 +19,19 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cryptocheckout.config import Settings
-from cryptocheckout.fulfilment.handlers import fulfil_order
+from cryptocheckout.fulfilment.handlers import JOB_HANDLERS as FULFILMENT_JOBS
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
 from cryptocheckout.kit.idempotency import purge_expired
 from cryptocheckout.kit.runtime import freeze_startup_heap
 from cryptocheckout.nowpayments.client import NowPaymentsClient
-from cryptocheckout.payments.reconcile import (
-    POLL_PAYMENT_JOB,
-    enqueue_stale_polls,
-    poll_payment_handler,
-)
-from cryptocheckout.payments.state_machine import FULFIL_ORDER_JOB
+from cryptocheckout.payments import reconcile
 from cryptocheckout.webhooks.processor import process_next
 
 logger = logging.getLogger("cryptocheckout.worker")
 
-HANDLERS: dict[str, jobs.Handler] = {FULFIL_ORDER_JOB: fulfil_order}
+# Jobs that need nothing but the database; those that call NOWPayments join with a client.
+HANDLERS: dict[str, jobs.Handler] = {**FULFILMENT_JOBS}
 PURGE_EVERY_SECONDS = 600.0
 POLL_SCAN_EVERY_SECONDS = 60.0
 
@@ -58,7 +54,7 @@ class Worker:
         self.poll_interval = poll_interval
         self.handlers = dict(handlers if handlers is not None else HANDLERS)
         if client is not None:
-            self.handlers[POLL_PAYMENT_JOB] = poll_payment_handler(client, tolerance)
+            self.handlers.update(reconcile.job_handlers(client, tolerance))
         # With a client, open payments quiet for this long are polled at NOWPayments.
         self.reconcile_after = reconcile_after if client is not None else None
         self.batch = batch
@@ -95,7 +91,7 @@ class Worker:
         if self.reconcile_after is None:
             return
         async with self.sessionmaker() as session:
-            added = await enqueue_stale_polls(session, quiet_for=self.reconcile_after)
+            added = await reconcile.enqueue_stale_polls(session, quiet_for=self.reconcile_after)
             await session.commit()
         if added:
             logger.info("asking NOWPayments about %d quiet payments", added)

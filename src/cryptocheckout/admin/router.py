@@ -28,6 +28,7 @@ from cryptocheckout.catalogue.schemas import (
     ProductCreate,
     ProductUpdate,
 )
+from cryptocheckout.fulfilment.handlers import wake_waiting_orders
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.db import unit_of_work
 from cryptocheckout.kit.http import AppSettings, SessionMaker
@@ -36,7 +37,6 @@ from cryptocheckout.kit.problems import not_found
 from cryptocheckout.kit.security import require_admin
 from cryptocheckout.orders.schemas import OrderOut, order_fields
 from cryptocheckout.payments.models import PaymentStatus
-from cryptocheckout.payments.state_machine import FULFIL_ORDER_JOB
 from cryptocheckout.webhooks import processor
 from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 
@@ -68,8 +68,7 @@ async def add_keys(product_id: uuid.UUID, data: KeysIn, sessionmaker: SessionMak
     async with unit_of_work(sessionmaker) as session:
         added, duplicates = await catalogue.add_keys(session, product_id, data.keys)
         if added:
-            # Paid orders may be waiting for exactly these keys.
-            await jobs.run_soon(session, FULFIL_ORDER_JOB)
+            await wake_waiting_orders(session)
         await session.commit()
     return KeysAdded(added=added, duplicates=duplicates)
 

@@ -19,10 +19,10 @@ from cryptocheckout.catalogue.models import LicenceKey
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.dialects import dialect_name
+from cryptocheckout.orders import repository as orders
 from cryptocheckout.orders.models import OrderItem, OrderStatus
-from cryptocheckout.payments import repository as payments
 from cryptocheckout.payments.models import ChangeCause
-from cryptocheckout.payments.state_machine import move_order
+from cryptocheckout.payments.state_machine import FULFIL_ORDER_JOB, move_order
 
 
 class OutOfStock(jobs.RetryLater):
@@ -31,7 +31,7 @@ class OutOfStock(jobs.RetryLater):
 
 async def fulfil_order(session: AsyncSession, payload: Mapping[str, Any]) -> None:
     order_id = uuid.UUID(str(payload["order_id"]))
-    order = await payments.lock_order(session, order_id)
+    order = await orders.lock(session, order_id)
     if order is None or order.status is not OrderStatus.PAID:
         return
     items = (
@@ -73,3 +73,12 @@ async def fulfil_order(session: AsyncSession, payload: Mapping[str, Any]) -> Non
     await move_order(
         session, order, OrderStatus.FULFILLED, cause=ChangeCause.WORKER, note="keys assigned"
     )
+
+
+async def wake_waiting_orders(session: AsyncSession) -> int:
+    """New keys arrived: paid orders waiting for stock try again now, not at their backoff."""
+    return await jobs.run_soon(session, FULFIL_ORDER_JOB)
+
+
+# The jobs this package handles, for the worker to run.
+JOB_HANDLERS: dict[str, jobs.Handler] = {FULFIL_ORDER_JOB: fulfil_order}

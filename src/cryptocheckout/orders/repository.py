@@ -16,3 +16,29 @@ async def get_with_items(session: AsyncSession, order_id: uuid.UUID) -> Order | 
         select(Order).where(Order.id == order_id).options(selectinload(Order.items))
     )
     return rows.scalar_one_or_none()
+
+
+async def lock(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
+    """Locks the order row (PostgreSQL; SQLite's transactions are single-writer already).
+
+    Everything that changes an order's payments locks the order first, then the payment,
+    so two workers never wait on each other in opposite orders.
+    """
+    rows = await session.execute(
+        select(Order)
+        .where(Order.id == order_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return rows.scalar_one_or_none()
+
+
+async def exists(session: AsyncSession, order_id: str | None) -> bool:
+    """Whether `order_id` (as the provider echoes it back: any text) is one of our orders."""
+    if not order_id:
+        return False
+    try:
+        parsed = uuid.UUID(order_id)
+    except ValueError:
+        return False
+    return (await session.get(Order, parsed)) is not None

@@ -32,17 +32,6 @@ class OrderItemOut(ResponseModel):
     unit_price: MoneyOut
 
 
-class PaymentSummary(ResponseModel):
-    id: uuid.UUID
-    status: str
-    provider_status: str | None
-    payment_url: str | None
-    pay_amount: MoneyOut | None
-    pay_currency: str | None
-    pay_address: str | None
-    expires_at: datetime | None
-
-
 class OrderOut(ResponseModel):
     id: uuid.UUID
     status: str
@@ -56,11 +45,6 @@ class OrderOut(ResponseModel):
 
 class CreatedOrderOut(OrderOut):
     access_token: str
-
-
-class OrderView(OrderOut):
-    payment: PaymentSummary | None
-    delivery_url: str | None
 
 
 def order_fields(order: Order) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""Applying one stored NOWPayments notification to its payment and order.
+"""Applying what NOWPayments says of a payment to the payment and its order.
 
-Called by the worker (and by an admin replay) inside one transaction per notification, with
-the notification's log row locked. The caller records the result on the log row.
+The state comes from a verified notification (`webhooks/processor.py`, which parses the
+stored body) or from the provider's API (`payments/reconcile.py`). Called inside the
+caller's transaction; the caller records the result.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.kit.money import truncate_money
-from cryptocheckout.nowpayments.errors import NowPaymentsPayloadError
-from cryptocheckout.nowpayments.models import PaymentInfo, is_payment_notification, loads_exact
+from cryptocheckout.nowpayments.models import PaymentInfo
+from cryptocheckout.orders import repository as orders
 from cryptocheckout.payments import repository
 from cryptocheckout.payments.models import ChangeCause, Payment, PaymentStatus
 from cryptocheckout.payments.state_machine import (
@@ -27,7 +28,6 @@ from cryptocheckout.payments.state_machine import (
     move_order,
     move_payment,
 )
-from cryptocheckout.webhooks.models import WebhookLog
 
 logger = logging.getLogger("cryptocheckout.payments")
 
@@ -49,29 +49,6 @@ def _failed(detail: str) -> Applied:
     return Applied(Result.FAILED, detail)
 
 
-async def apply_notification(
-    session: AsyncSession, log: WebhookLog, *, tolerance: Decimal, cause: ChangeCause
-) -> Applied:
-    try:
-        data = loads_exact(log.raw_body)
-    except ValueError as exc:
-        return _failed(f"invalid content: {exc}")
-    if not is_payment_notification(data):
-        return _failed("not a payment notification (no payment_id/payment_status)")
-    try:
-        info = PaymentInfo.parse_mapping(data)
-    except NowPaymentsPayloadError as exc:
-        return _failed(f"invalid content: {exc}")
-    return await apply_provider_state(
-        session,
-        info,
-        tolerance=tolerance,
-        cause=cause,
-        ref=str(log.id),
-        raw_payload=log.raw_payload,
-    )
-
-
 async def apply_provider_state(
     session: AsyncSession,
     info: PaymentInfo,
@@ -89,7 +66,7 @@ async def apply_provider_state(
     found = await _find_payment(session, info)
     if isinstance(found, Applied):
         return found
-    order = await repository.lock_order(session, found.order_id)
+    order = await orders.lock(session, found.order_id)
     if order is None:  # pragma: no cover - cascade deletes payments with their order
         return _failed("the payment's order is gone")
     payment = await repository.lock_payment(session, found.id)
@@ -211,7 +188,7 @@ async def _unknown(session: AsyncSession, info: PaymentInfo, reason: str) -> Pay
         return adopted
     # Our own order id on an unknown payment: most likely its creation has not committed
     # yet (NOWPayments can notify before we stored its answer), so try again shortly.
-    if await repository.order_exists(session, info.order_id):
+    if await orders.exists(session, info.order_id):
         return Applied(Result.RETRY, f"{reason} (order {info.order_id} is ours; retrying)")
     return _failed(reason)
 

@@ -1,4 +1,4 @@
-"""Read-side queries of payments used by other domains."""
+"""Read-side queries of payments for the views above them (the customer's order, admin)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cryptocheckout.orders.schemas import PaymentSummary
 from cryptocheckout.payments.models import Payment
+from cryptocheckout.payments.schemas import PaymentSummary
 
 
 async def current_summary(session: AsyncSession, order_id: uuid.UUID) -> PaymentSummary | None:

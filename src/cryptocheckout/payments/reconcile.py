@@ -62,7 +62,9 @@ async def enqueue_stale_polls(session: AsyncSession, *, quiet_for: timedelta) ->
     return added
 
 
-def poll_payment_handler(client: NowPaymentsClient, tolerance: Decimal) -> jobs.Handler:
+def job_handlers(client: NowPaymentsClient, tolerance: Decimal) -> dict[str, jobs.Handler]:
+    """The jobs this module handles, for the worker to run; they call NOWPayments."""
+
     async def poll_payment(session: AsyncSession, payload: Mapping[str, Any]) -> None:
         payment_id = uuid.UUID(str(payload["payment_id"]))
         payment = await session.get(Payment, payment_id)
@@ -88,4 +90,4 @@ def poll_payment_handler(client: NowPaymentsClient, tolerance: Decimal) -> jobs.
             # Also moves updated_at, so the next scan takes other quiet payments first.
             polled.polled_at = utcnow()
 
-    return poll_payment
+    return {POLL_PAYMENT_JOB: poll_payment}

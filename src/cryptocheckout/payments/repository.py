@@ -7,7 +7,6 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cryptocheckout.orders.models import Order
 from cryptocheckout.payments.models import OPEN_PAYMENT_STATUSES, Payment, PaymentKind
 
 
@@ -34,21 +33,6 @@ async def open_for_order(session: AsyncSession, order_id: uuid.UUID) -> Payment 
             Payment.status.in_(OPEN_PAYMENT_STATUSES),
             Payment.parent_external_id.is_(None),
         )
-    )
-    return rows.scalar_one_or_none()
-
-
-async def lock_order(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
-    """Locks the order row (PostgreSQL; SQLite's transactions are single-writer already).
-
-    Everything that changes an order's payments locks the order first, then the payment,
-    so two workers never wait on each other in opposite orders.
-    """
-    rows = await session.execute(
-        select(Order)
-        .where(Order.id == order_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
     )
     return rows.scalar_one_or_none()
 
@@ -86,13 +70,3 @@ async def unconfirmed_create(session: AsyncSession, order_id: str | None) -> Pay
         .limit(1)
     )
     return rows.scalar_one_or_none()
-
-
-async def order_exists(session: AsyncSession, order_id: str | None) -> bool:
-    if not order_id:
-        return False
-    try:
-        parsed = uuid.UUID(order_id)
-    except ValueError:
-        return False
-    return (await session.get(Order, parsed)) is not None

@@ -36,3 +36,16 @@ class PaymentOut(ResponseModel):
     expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+class PaymentSummary(ResponseModel):
+    """A payment as its customer sees it on the order."""
+
+    id: uuid.UUID
+    status: str
+    provider_status: str | None
+    payment_url: str | None
+    pay_amount: MoneyOut | None
+    pay_currency: str | None
+    pay_address: str | None
+    expires_at: datetime | None

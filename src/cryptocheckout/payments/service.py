@@ -25,6 +25,7 @@ from cryptocheckout.kit.money import truncate_money
 from cryptocheckout.kit.security import tokens_match
 from cryptocheckout.nowpayments.client import NowPaymentsClient
 from cryptocheckout.nowpayments.errors import NowPaymentsApiError, NowPaymentsError
+from cryptocheckout.orders import repository as orders
 from cryptocheckout.orders.models import OrderStatus
 from cryptocheckout.payments import repository
 from cryptocheckout.payments.models import ChangeCause, Payment, PaymentKind, PaymentStatus
@@ -50,7 +51,7 @@ async def _open_or_record(
     except ValueError:
         raise NotFound("order") from None
     async with sessionmaker() as session:
-        order = await repository.lock_order(session, parsed)
+        order = await orders.lock(session, parsed)
         if order is None or not tokens_match(token, order.access_token):
             raise NotFound("order")
         existing = await repository.open_for_order(session, order.id)
@@ -176,7 +177,7 @@ async def _record_opened(
         payment = await session.get(Payment, payment_id)
         if payment is None:  # pragma: no cover - the order was deleted meanwhile
             raise NotFound("payment")
-        order = await repository.lock_order(session, payment.order_id)
+        order = await orders.lock(session, payment.order_id)
         payment = await repository.lock_payment(session, payment_id)
         for name, value in fields.items():
             if value is not None and getattr(payment, name) is None:
@@ -195,7 +196,7 @@ async def _record_failure(
         payment = await session.get(Payment, payment_id)
         if payment is None:  # pragma: no cover
             return
-        await repository.lock_order(session, payment.order_id)
+        await orders.lock(session, payment.order_id)
         payment = await repository.lock_payment(session, payment_id)
         payment.error_code = code[:64]
         payment.error_message = message[:2000]

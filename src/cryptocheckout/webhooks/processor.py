@@ -20,8 +20,10 @@ from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.dialects import dialect_name
 from cryptocheckout.kit.jobs import backoff
 from cryptocheckout.kit.metrics import REGISTRY
+from cryptocheckout.nowpayments.errors import NowPaymentsPayloadError
+from cryptocheckout.nowpayments.models import PaymentInfo, is_payment_notification, loads_exact
 from cryptocheckout.payments.models import ChangeCause
-from cryptocheckout.payments.notifications import Applied, Result, apply_notification
+from cryptocheckout.payments.notifications import Applied, Result, apply_provider_state
 from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 
 logger = logging.getLogger("cryptocheckout.webhooks")
@@ -55,6 +57,30 @@ async def _next_pending(session: AsyncSession) -> WebhookLog | None:
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def apply_stored(
+    session: AsyncSession, log: WebhookLog, *, tolerance: Decimal, cause: ChangeCause
+) -> Applied:
+    """Parses a stored notification's body and applies it; unusable content fails for good."""
+    try:
+        data = loads_exact(log.raw_body)
+    except ValueError as exc:
+        return Applied(Result.FAILED, f"invalid content: {exc}")
+    if not is_payment_notification(data):
+        return Applied(Result.FAILED, "not a payment notification (no payment_id/payment_status)")
+    try:
+        info = PaymentInfo.parse_mapping(data)
+    except NowPaymentsPayloadError as exc:
+        return Applied(Result.FAILED, f"invalid content: {exc}")
+    return await apply_provider_state(
+        session,
+        info,
+        tolerance=tolerance,
+        cause=cause,
+        ref=str(log.id),
+        raw_payload=log.raw_payload,
+    )
+
+
 def _record(log: WebhookLog, applied: Applied) -> None:
     log.attempts += 1
     now = utcnow()
@@ -81,7 +107,7 @@ async def process_next(sessionmaker: async_sessionmaker[AsyncSession], tolerance
             if log is None:
                 return False
             log_id = log.id
-            applied = await apply_notification(
+            applied = await apply_stored(
                 session, log, tolerance=tolerance, cause=ChangeCause.NOTIFICATION
             )
             _record(log, applied)
@@ -127,9 +153,7 @@ async def replay(
             log = await session.get(WebhookLog, log_id, with_for_update=True)
             if log is None:
                 return None
-            applied = await apply_notification(
-                session, log, tolerance=tolerance, cause=ChangeCause.ADMIN
-            )
+            applied = await apply_stored(session, log, tolerance=tolerance, cause=ChangeCause.ADMIN)
             log.attempts = 0
             if applied.result is Result.RETRY:
                 applied = Applied(Result.FAILED, applied.detail)
