@@ -225,3 +225,19 @@ async def test_dead_jobs_are_listed_and_can_be_retried(
             "/api/admin/jobs/00000000-0000-4000-8000-000000000000/retry", headers=ADMIN
         )
     ).status_code == 404
+
+
+async def test_payment_detail_lists_poll_jobs_of_its_payments(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    """Jobs name their subject: a payment's poll job shows beside the order's fulfilment."""
+    from datetime import timedelta
+
+    from cryptocheckout.payments.reconcile import POLL_PAYMENT_JOB, enqueue_stale_polls
+
+    paying = await paying_order(sessionmaker)
+    async with sessionmaker() as session:
+        assert await enqueue_stale_polls(session, quiet_for=timedelta(0)) == 1
+        await session.commit()
+    detail = (await client.get(f"/api/admin/payments/{paying.payment_id}", headers=ADMIN)).json()
+    assert [(j["kind"], j["status"]) for j in detail["jobs"]] == [(POLL_PAYMENT_JOB, "queued")]

@@ -177,3 +177,24 @@ async def test_status_check_constraint_refuses_unknown_words(sessionmaker: Sessi
                 text("UPDATE orders SET status = 'teleported' WHERE id = :id"),
                 {"id": order.id.hex if session.get_bind().dialect.name == "sqlite" else order.id},
             )
+
+
+async def test_webhook_logs_refuse_the_duplicate_status(sessionmaker: Sessions) -> None:
+    """Redeliveries are counted on their row (`deliveries`): `duplicate` is no status."""
+    from sqlalchemy import text
+
+    async with sessionmaker() as session:
+        log = WebhookLog(
+            provider="nowpayments", fingerprint="c" * 64, raw_body="{}", raw_payload={}
+        )
+        session.add(log)
+        await session.commit()
+        log_id = log.id.hex if session.get_bind().dialect.name == "sqlite" else log.id
+        await session.execute(
+            text("UPDATE webhook_logs SET status = 'failed' WHERE id = :id"), {"id": log_id}
+        )
+        with pytest.raises(IntegrityError):
+            await session.execute(
+                text("UPDATE webhook_logs SET status = 'duplicate' WHERE id = :id"),
+                {"id": log_id},
+            )

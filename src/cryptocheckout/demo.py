@@ -11,7 +11,6 @@ import secrets
 from decimal import Decimal
 
 import uvicorn
-from sqlalchemy import select
 
 from cryptocheckout.app import create_app
 from cryptocheckout.catalogue import repository as catalogue
@@ -34,9 +33,7 @@ async def seed(settings: Settings) -> None:
     try:
         async with create_sessionmaker(engine)() as session:
             for sku, name, price in DEMO_PRODUCTS:
-                product = (
-                    await session.execute(select(Product).where(Product.sku == sku))
-                ).scalar_one_or_none()
+                product = await catalogue.get_by_sku(session, sku)
                 if product is None:
                     product = Product(sku=sku, name=name, price=Decimal(price), currency="USD")
                     session.add(product)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -76,10 +76,14 @@ async def payment_detail(
             .scalars()
             .all()
         )
+    # The jobs of the order and of each of its payments (fulfilment, polls, mail).
+    subjects = select(Payment.id).where(Payment.order_id == order.id)
     jobs = (
         (
             await session.execute(
-                select(Job).where(Job.dedupe_key.like(f"%:{order.id}")).order_by(Job.created_at)
+                select(Job)
+                .where(or_(Job.subject_id == order.id, Job.subject_id.in_(subjects)))
+                .order_by(Job.created_at)
             )
         )
         .scalars()

@@ -38,7 +38,8 @@ from cryptocheckout.kit.security import require_admin
 from cryptocheckout.orders.schemas import OrderOut, order_fields
 from cryptocheckout.payments.models import PaymentStatus
 from cryptocheckout.webhooks import processor
-from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
+from cryptocheckout.webhooks import repository as webhook_logs
+from cryptocheckout.webhooks.models import WebhookLogStatus
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -146,7 +147,7 @@ async def list_webhook_logs(
 @router.get("/webhook-logs/{log_id}", response_model=WebhookLogDetail)
 async def get_webhook_log(log_id: uuid.UUID, sessionmaker: SessionMaker) -> WebhookLogDetail:
     async with unit_of_work(sessionmaker) as session:
-        log = await session.get(WebhookLog, log_id)
+        log = await webhook_logs.get(session, log_id)
     if log is None:
         raise not_found("webhook log")
     return WebhookLogDetail.model_validate(log)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.catalogue.models import LicenceKey, Product
-from cryptocheckout.kit.dialects import insert
+from cryptocheckout.kit.clock import utcnow
+from cryptocheckout.kit.dialects import dialect_name, insert
 
 
 async def get(session: AsyncSession, product_id: uuid.UUID) -> Product | None:
@@ -61,3 +62,40 @@ async def add_keys(session: AsyncSession, product_id: uuid.UUID, secrets: Sequen
         .returning(LicenceKey.id)
     )
     return len((await session.execute(statement)).all())
+
+
+async def assigned_to(session: AsyncSession, order_id: uuid.UUID) -> dict[uuid.UUID, int]:
+    """How many keys of each product the order holds already."""
+    rows = await session.execute(
+        select(LicenceKey.product_id, func.count())
+        .where(LicenceKey.order_id == order_id)
+        .group_by(LicenceKey.product_id)
+    )
+    return {product_id: int(count) for product_id, count in rows.all()}
+
+
+async def assign_free_keys(
+    session: AsyncSession, product_id: uuid.UUID, order_id: uuid.UUID, count: int
+) -> int:
+    """Gives `count` free keys of the product to the order, all or none.
+
+    Returns how many were free. Concurrent assigners skip each other's locked keys
+    (PostgreSQL), so no key is given twice and nobody waits.
+    """
+    free = (
+        select(LicenceKey.id)
+        .where(LicenceKey.product_id == product_id, LicenceKey.order_id.is_(None))
+        .order_by(LicenceKey.created_at)
+        .limit(count)
+    )
+    if dialect_name(session) == "postgresql":
+        free = free.with_for_update(skip_locked=True)
+    key_ids = list((await session.execute(free)).scalars())
+    if len(key_ids) < count:
+        return len(key_ids)
+    await session.execute(
+        update(LicenceKey)
+        .where(LicenceKey.id.in_(key_ids))
+        .values(order_id=order_id, assigned_at=utcnow())
+    )
+    return count

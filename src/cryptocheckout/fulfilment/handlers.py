@@ -8,19 +8,15 @@ died after committing, before it could say so) has one effect.
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cryptocheckout.catalogue.models import LicenceKey
+from cryptocheckout.catalogue import repository as catalogue
 from cryptocheckout.kit import jobs
-from cryptocheckout.kit.clock import utcnow
-from cryptocheckout.kit.dialects import dialect_name
 from cryptocheckout.orders import repository as orders
-from cryptocheckout.orders.models import OrderItem, OrderStatus
+from cryptocheckout.orders.models import OrderStatus
 from cryptocheckout.payments.models import ChangeCause
 from cryptocheckout.payments.state_machine import FULFIL_ORDER_JOB, move_order
 
@@ -34,42 +30,15 @@ async def fulfil_order(session: AsyncSession, payload: Mapping[str, Any]) -> Non
     order = await orders.lock(session, order_id)
     if order is None or order.status is not OrderStatus.PAID:
         return
-    items = (
-        await session.execute(select(OrderItem).where(OrderItem.order_id == order_id))
-    ).scalars()
-    wanted: Counter[uuid.UUID] = Counter()
-    for item in items:
-        wanted[item.product_id] += item.quantity
-    held = dict(
-        (
-            await session.execute(
-                select(LicenceKey.product_id, func.count())
-                .where(LicenceKey.order_id == order_id)
-                .group_by(LicenceKey.product_id)
-            )
-        ).all()
-    )
-    now = utcnow()
+    wanted = await orders.quantities(session, order_id)
+    held = await catalogue.assigned_to(session, order_id)
     for product_id, quantity in wanted.items():
-        missing = quantity - int(held.get(product_id, 0))
+        missing = quantity - held.get(product_id, 0)
         if missing <= 0:
             continue
-        free = (
-            select(LicenceKey.id)
-            .where(LicenceKey.product_id == product_id, LicenceKey.order_id.is_(None))
-            .order_by(LicenceKey.created_at)
-            .limit(missing)
-        )
-        if dialect_name(session) == "postgresql":
-            free = free.with_for_update(skip_locked=True)
-        key_ids = list((await session.execute(free)).scalars())
-        if len(key_ids) < missing:
-            raise OutOfStock(f"product {product_id}: {len(key_ids)} of {missing} keys available")
-        await session.execute(
-            update(LicenceKey)
-            .where(LicenceKey.id.in_(key_ids))
-            .values(order_id=order_id, assigned_at=now)
-        )
+        free = await catalogue.assign_free_keys(session, product_id, order_id, missing)
+        if free < missing:
+            raise OutOfStock(f"product {product_id}: {free} of {missing} keys available")
     await move_order(
         session, order, OrderStatus.FULFILLED, cause=ChangeCause.WORKER, note="keys assigned"
     )

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import enum
+import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cryptocheckout.kit.db import Base
@@ -27,6 +28,8 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
 
     kind: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # What the job concerns (an order, a payment), so staff find a payment's jobs by index.
+    subject_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True, default=None)
     status: Mapped[JobStatus] = mapped_column(
         status_enum(JobStatus, "job_status"), default=JobStatus.QUEUED
     )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from cryptocheckout.orders.models import Order
+from cryptocheckout.orders.models import Order, OrderItem
 
 
 async def get_with_items(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
@@ -42,3 +43,14 @@ async def exists(session: AsyncSession, order_id: str | None) -> bool:
     except ValueError:
         return False
     return (await session.get(Order, parsed)) is not None
+
+
+async def quantities(session: AsyncSession, order_id: uuid.UUID) -> Counter[uuid.UUID]:
+    """How many of each product the order bought."""
+    rows = await session.execute(
+        select(OrderItem.product_id, OrderItem.quantity).where(OrderItem.order_id == order_id)
+    )
+    wanted: Counter[uuid.UUID] = Counter()
+    for product_id, quantity in rows.all():
+        wanted[product_id] += quantity
+    return wanted

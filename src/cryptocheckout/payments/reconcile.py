@@ -15,12 +15,12 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.nowpayments.client import NowPaymentsClient
+from cryptocheckout.payments import repository
 from cryptocheckout.payments.models import ChangeCause, Payment, PaymentStatus
 from cryptocheckout.payments.notifications import Result, apply_provider_state
 
@@ -39,23 +39,17 @@ async def enqueue_stale_polls(session: AsyncSession, *, quiet_for: timedelta) ->
     payments than one round takes, the rounds go through all of them in turn.
     """
     now = utcnow()
-    stale = await session.execute(
-        select(Payment.id)
-        .where(
-            Payment.status.in_(POLLED_STATUSES),
-            Payment.external_id.is_not(None),
-            Payment.updated_at < now - quiet_for,
-        )
-        .order_by(Payment.updated_at)
-        .limit(MAX_POLLS_PER_ROUND)
+    stale = await repository.quiet_since(
+        session, POLLED_STATUSES, now - quiet_for, limit=MAX_POLLS_PER_ROUND
     )
     period = int(now.timestamp() // max(quiet_for.total_seconds(), 1))
     added = 0
-    for payment_id in stale.scalars():
+    for payment_id in stale:
         added += await jobs.enqueue(
             session,
             POLL_PAYMENT_JOB,
             {"payment_id": str(payment_id)},
+            subject_id=payment_id,
             dedupe_key=f"{POLL_PAYMENT_JOB}:{payment_id}:{period}",
             max_attempts=5,
         )

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cryptocheckout.payments.models import OPEN_PAYMENT_STATUSES, Payment, PaymentKind
+from cryptocheckout.payments.models import (
+    OPEN_PAYMENT_STATUSES,
+    Payment,
+    PaymentKind,
+    PaymentStatus,
+)
 
 
 async def by_external_id(session: AsyncSession, external_id: str) -> Payment | None:
@@ -70,3 +77,20 @@ async def unconfirmed_create(session: AsyncSession, order_id: str | None) -> Pay
         .limit(1)
     )
     return rows.scalar_one_or_none()
+
+
+async def quiet_since(
+    session: AsyncSession, statuses: Iterable[PaymentStatus], before: datetime, *, limit: int
+) -> list[uuid.UUID]:
+    """Payments in `statuses` with a provider id and no change since `before`, quietest first."""
+    rows = await session.execute(
+        select(Payment.id)
+        .where(
+            Payment.status.in_(list(statuses)),
+            Payment.external_id.is_not(None),
+            Payment.updated_at < before,
+        )
+        .order_by(Payment.updated_at)
+        .limit(limit)
+    )
+    return list(rows.scalars())

@@ -208,6 +208,7 @@ async def move_order(
             session,
             FULFIL_ORDER_JOB,
             {"order_id": str(order.id)},
+            subject_id=order.id,
             dedupe_key=f"{FULFIL_ORDER_JOB}:{order.id}",
         )
     return True

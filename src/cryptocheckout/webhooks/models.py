@@ -16,7 +16,7 @@ class WebhookLogStatus(enum.StrEnum):
     PENDING = "pending"
     PROCESSED = "processed"
     FAILED = "failed"
-    DUPLICATE = "duplicate"
+    # No `duplicate`: an exact redelivery is counted on its row (`deliveries`), never stored twice.
 
 
 class WebhookLog(UUIDPrimaryKey, CreatedAt, Base):

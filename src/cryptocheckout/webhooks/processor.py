@@ -13,17 +13,16 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 
-from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cryptocheckout.kit.clock import utcnow
-from cryptocheckout.kit.dialects import dialect_name
 from cryptocheckout.kit.jobs import backoff
 from cryptocheckout.kit.metrics import REGISTRY
 from cryptocheckout.nowpayments.errors import NowPaymentsPayloadError
 from cryptocheckout.nowpayments.models import PaymentInfo, is_payment_notification, loads_exact
 from cryptocheckout.payments.models import ChangeCause
 from cryptocheckout.payments.notifications import Applied, Result, apply_provider_state
+from cryptocheckout.webhooks import repository
 from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 
 logger = logging.getLogger("cryptocheckout.webhooks")
@@ -39,22 +38,6 @@ APPLIED = REGISTRY.counter("cryptocheckout_ipn_applied_total", "Notifications ap
 def _retry_delay(attempts: int) -> timedelta:
     delay: timedelta = min(RETRY_BASE * 2 ** (attempts - 1), backoff(attempts))
     return delay
-
-
-async def _next_pending(session: AsyncSession) -> WebhookLog | None:
-    now = utcnow()
-    query = (
-        select(WebhookLog)
-        .where(
-            WebhookLog.status == WebhookLogStatus.PENDING,
-            or_(WebhookLog.next_attempt_at.is_(None), WebhookLog.next_attempt_at <= now),
-        )
-        .order_by(WebhookLog.created_at)
-        .limit(1)
-    )
-    if dialect_name(session) == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return (await session.execute(query)).scalar_one_or_none()
 
 
 async def apply_stored(
@@ -103,7 +86,7 @@ async def process_next(sessionmaker: async_sessionmaker[AsyncSession], tolerance
     log_id: uuid.UUID | None = None
     try:
         async with sessionmaker() as session:
-            log = await _next_pending(session)
+            log = await repository.next_pending(session)
             if log is None:
                 return False
             log_id = log.id
@@ -130,7 +113,7 @@ async def _record_error(
     reopen: bool = False,
 ) -> None:
     async with sessionmaker() as session:
-        log = await session.get(WebhookLog, log_id, with_for_update=True)
+        log = await repository.lock(session, log_id)
         if log is None or (log.status is not WebhookLogStatus.PENDING and not reopen):
             return
         if reopen:  # an admin asked for it again: a fresh set of attempts for the worker
@@ -150,7 +133,7 @@ async def replay(
     """
     try:
         async with sessionmaker() as session:
-            log = await session.get(WebhookLog, log_id, with_for_update=True)
+            log = await repository.lock(session, log_id)
             if log is None:
                 return None
             applied = await apply_stored(session, log, tolerance=tolerance, cause=ChangeCause.ADMIN)
@@ -164,4 +147,4 @@ async def replay(
         logger.exception("replaying notification %s failed", log_id)
         await _record_error(sessionmaker, log_id, f"{type(exc).__name__}: {exc}", reopen=True)
         async with sessionmaker() as session:
-            return await session.get(WebhookLog, log_id)
+            return await repository.get(session, log_id)
