@@ -170,12 +170,24 @@ async def test_short_finished_is_underpaid(flow: Flow, sessionmaker: Sessions) -
     assert await flow.count(Job) == 0
 
 
-async def test_tolerance_accepts_a_small_shortfall(flow: Flow, sessionmaker: Sessions) -> None:
-    flow.worker.tolerance = Decimal("0.00000010")
+@pytest.mark.parametrize(
+    ("percent", "expected"),
+    [
+        # 0.0000001 short of 0.00045 is 0.0222...% of it.
+        ("0.05", OrderStatus.FULFILLED),
+        ("0.0223", OrderStatus.FULFILLED),
+        ("0.0222", OrderStatus.UNDERPAID),
+        ("0", OrderStatus.UNDERPAID),
+    ],
+)
+async def test_tolerance_is_a_percentage_of_the_pay_amount(
+    flow: Flow, sessionmaker: Sessions, percent: str, expected: OrderStatus
+) -> None:
+    flow.worker.tolerance_percent = Decimal(percent)
     paying = await paying_order(sessionmaker)
     await flow.send(paying, "finished", actually_paid=Decimal("0.00044990"))
     await flow.drain()
-    assert (await flow.state(paying))[0] is OrderStatus.FULFILLED
+    assert (await flow.state(paying))[0] is expected
 
 
 async def test_overpaid_pays_and_is_flagged(flow: Flow, sessionmaker: Sessions) -> None:

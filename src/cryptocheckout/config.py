@@ -6,6 +6,7 @@ NOWPayments secrets and `sandbox` without a database.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -46,8 +47,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr = SecretStr("")
     # Largest request body the API reads, in bytes; bigger bodies get 413 unread.
     max_body_bytes: int = 64 * 1024
-    # Underpayment tolerance: actually_paid may fall short of pay_amount by this much.
-    underpaid_tolerance: str = "0"
+    # A payment short of its pay amount by at most this percentage of it still pays (an
+    # exchange's fee taken from what the customer sent), as BTCPay's payment tolerance.
+    payment_tolerance_percent: Decimal = Field(default=Decimal(0), ge=0, le=100)
     # How long a worker holds a job before another may take it over (a dead worker's job).
     job_lease_seconds: float = 60.0
     # How often an idle worker looks for new notifications and jobs.

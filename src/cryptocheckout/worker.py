@@ -41,7 +41,7 @@ class Worker:
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         *,
-        tolerance: Decimal = Decimal(0),
+        tolerance_percent: Decimal = Decimal(0),
         poll_interval: float = 0.1,
         lease: timedelta = jobs.DEFAULT_LEASE,
         handlers: dict[str, jobs.Handler] | None = None,
@@ -50,11 +50,11 @@ class Worker:
         reconcile_after: timedelta | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
-        self.tolerance = tolerance
+        self.tolerance_percent = tolerance_percent
         self.poll_interval = poll_interval
         self.handlers = dict(handlers if handlers is not None else HANDLERS)
         if client is not None:
-            self.handlers.update(reconcile.job_handlers(client, tolerance))
+            self.handlers.update(reconcile.job_handlers(client, tolerance_percent))
         # With a client, open payments quiet for this long are polled at NOWPayments.
         self.reconcile_after = reconcile_after if client is not None else None
         self.batch = batch
@@ -69,7 +69,7 @@ class Worker:
         """One round: up to `batch` notifications, then up to `batch` jobs. Returns work done."""
         done = 0
         for _ in range(self.batch):
-            if not await process_next(self.sessionmaker, self.tolerance):
+            if not await process_next(self.sessionmaker, self.tolerance_percent):
                 break
             done += 1
         for job in await jobs.claim(
@@ -162,7 +162,7 @@ def worker_from_settings(
 ) -> Worker:
     return Worker(
         sessionmaker,
-        tolerance=Decimal(settings.underpaid_tolerance),
+        tolerance_percent=settings.payment_tolerance_percent,
         poll_interval=settings.worker_poll_seconds,
         lease=timedelta(seconds=settings.job_lease_seconds),
         client=client,

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -158,7 +157,7 @@ async def replay_webhook_log(
     log_id: uuid.UUID, sessionmaker: SessionMaker, settings: AppSettings
 ) -> WebhookLogDetail:
     """Runs the stored notification through the state machine again; idempotent."""
-    log = await processor.replay(sessionmaker, log_id, Decimal(settings.underpaid_tolerance))
+    log = await processor.replay(sessionmaker, log_id, settings.payment_tolerance_percent)
     if log is None:
         raise not_found("webhook log")
     return WebhookLogDetail.model_validate(log)

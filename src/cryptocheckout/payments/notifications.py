@@ -53,7 +53,7 @@ async def apply_provider_state(
     session: AsyncSession,
     info: PaymentInfo,
     *,
-    tolerance: Decimal,
+    tolerance_percent: Decimal,
     cause: ChangeCause,
     ref: str,
     raw_payload: dict[str, Any],
@@ -91,7 +91,7 @@ async def apply_provider_state(
             expected_pay_currency=payment.pay_currency,
             pay_currency=info.pay_currency,
             actually_paid=info.actually_paid,
-            tolerance=tolerance,
+            tolerance_percent=tolerance_percent,
         )
     note = f"NOWPayments: {info.status}"
     moved = await move_payment(

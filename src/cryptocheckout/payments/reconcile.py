@@ -56,7 +56,7 @@ async def enqueue_stale_polls(session: AsyncSession, *, quiet_for: timedelta) ->
     return added
 
 
-def job_handlers(client: NowPaymentsClient, tolerance: Decimal) -> dict[str, jobs.Handler]:
+def job_handlers(client: NowPaymentsClient, tolerance_percent: Decimal) -> dict[str, jobs.Handler]:
     """The jobs this module handles, for the worker to run; they call NOWPayments."""
 
     async def poll_payment(session: AsyncSession, payload: Mapping[str, Any]) -> None:
@@ -72,7 +72,7 @@ def job_handlers(client: NowPaymentsClient, tolerance: Decimal) -> dict[str, job
         applied = await apply_provider_state(
             session,
             info,
-            tolerance=tolerance,
+            tolerance_percent=tolerance_percent,
             cause=ChangeCause.POLL,
             ref=f"poll:{external_id}",
             raw_payload=info.model_dump(mode="json", by_alias=True),

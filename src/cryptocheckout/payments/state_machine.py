@@ -93,13 +93,13 @@ def judge_finished(
     expected_pay_currency: str | None,
     pay_currency: str | None,
     actually_paid: Decimal | None,
-    tolerance: Decimal,
+    tolerance_percent: Decimal,
 ) -> Verdict:
     """A `finished` pays only when the price is ours and enough arrived.
 
     The price and its currency must be exactly what we asked for (anything else is a
     conflict held for staff). `actually_paid` short of the pay amount by more than the
-    tolerance is an underpayment; above it the order is paid and flagged as overpaid.
+    tolerance_percent is an underpayment; above it the order is paid and flagged as overpaid.
     """
     if price_amount is None or price_currency is None:
         return Verdict(UNDERPAID, "finished notification without price_amount/price_currency")
@@ -120,13 +120,20 @@ def judge_finished(
         )
     if actually_paid is None or expected_pay_amount is None:
         return Verdict(UNDERPAID, "finished notification without actually_paid/pay_amount")
-    if actually_paid < expected_pay_amount - tolerance:
+    if actually_paid < expected_pay_amount - allowed_shortfall(
+        expected_pay_amount, tolerance_percent
+    ):
         return Verdict(
             UNDERPAID, f"underpaid: {actually_paid} of {expected_pay_amount} {pay_currency}"
         )
     if actually_paid > expected_pay_amount:
         return Verdict(PAID, f"overpaid: {actually_paid} of {expected_pay_amount} {pay_currency}")
     return Verdict(PAID)
+
+
+def allowed_shortfall(pay_amount: Decimal, tolerance_percent: Decimal) -> Decimal:
+    """How much less than `pay_amount` still pays: `tolerance_percent` of it, exact."""
+    return pay_amount * tolerance_percent / 100
 
 
 def payment_advances(current: PaymentStatus, target: PaymentStatus) -> bool:

@@ -41,7 +41,7 @@ def _retry_delay(attempts: int) -> timedelta:
 
 
 async def apply_stored(
-    session: AsyncSession, log: WebhookLog, *, tolerance: Decimal, cause: ChangeCause
+    session: AsyncSession, log: WebhookLog, *, tolerance_percent: Decimal, cause: ChangeCause
 ) -> Applied:
     """Parses a stored notification's body and applies it; unusable content fails for good."""
     try:
@@ -57,7 +57,7 @@ async def apply_stored(
     return await apply_provider_state(
         session,
         info,
-        tolerance=tolerance,
+        tolerance_percent=tolerance_percent,
         cause=cause,
         ref=str(log.id),
         raw_payload=log.raw_payload,
@@ -81,7 +81,9 @@ def _record(log: WebhookLog, applied: Applied) -> None:
     log.next_attempt_at = None
 
 
-async def process_next(sessionmaker: async_sessionmaker[AsyncSession], tolerance: Decimal) -> bool:
+async def process_next(
+    sessionmaker: async_sessionmaker[AsyncSession], tolerance_percent: Decimal
+) -> bool:
     """Applies the oldest due notification; False when there is none."""
     log_id: uuid.UUID | None = None
     try:
@@ -91,7 +93,7 @@ async def process_next(sessionmaker: async_sessionmaker[AsyncSession], tolerance
                 return False
             log_id = log.id
             applied = await apply_stored(
-                session, log, tolerance=tolerance, cause=ChangeCause.NOTIFICATION
+                session, log, tolerance_percent=tolerance_percent, cause=ChangeCause.NOTIFICATION
             )
             _record(log, applied)
             await session.commit()
@@ -124,7 +126,7 @@ async def _record_error(
 
 
 async def replay(
-    sessionmaker: async_sessionmaker[AsyncSession], log_id: uuid.UUID, tolerance: Decimal
+    sessionmaker: async_sessionmaker[AsyncSession], log_id: uuid.UUID, tolerance_percent: Decimal
 ) -> WebhookLog | None:
     """Runs a stored notification through the state machine again (an admin repair).
 
@@ -136,7 +138,9 @@ async def replay(
             log = await repository.lock(session, log_id)
             if log is None:
                 return None
-            applied = await apply_stored(session, log, tolerance=tolerance, cause=ChangeCause.ADMIN)
+            applied = await apply_stored(
+                session, log, tolerance_percent=tolerance_percent, cause=ChangeCause.ADMIN
+            )
             log.attempts = 0
             if applied.result is Result.RETRY:
                 applied = Applied(Result.FAILED, applied.detail)
