@@ -27,9 +27,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from cryptocheckout.nowpayments.sandbox import SandboxConfig, create_sandbox_app
-from cryptocheckout.nowpayments.sandbox.coins import quote_pay_amount
 from cryptocheckout.nowpayments.signature import SIGNATURE_HEADER, verify_ipn_signature
+from cryptocheckout.sandbox import SandboxConfig, create_sandbox_app
+from cryptocheckout.sandbox.coins import quote_pay_amount
 from tests.support.servers import free_port, serve_in_thread
 
 try:

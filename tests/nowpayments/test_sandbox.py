@@ -401,7 +401,7 @@ def test_a_defect_still_answers_in_the_error_shape_with_a_request_id(
     def broken(*args: object) -> None:
         raise RuntimeError("simulated defect")
 
-    monkeypatch.setattr("cryptocheckout.nowpayments.sandbox.coins.estimate", broken)
+    monkeypatch.setattr("cryptocheckout.sandbox.coins.estimate", broken)
     response = sandbox.api.get(
         "/v1/estimate", params={"amount": "1", "currency_from": "usd", "currency_to": "btc"}
     )

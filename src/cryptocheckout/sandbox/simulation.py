@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 from decimal import ROUND_DOWN, Decimal
 from enum import StrEnum
 
-from cryptocheckout.nowpayments.sandbox import coins
-from cryptocheckout.nowpayments.sandbox.notifier import Notifier
-from cryptocheckout.nowpayments.sandbox.state import (
+from cryptocheckout.sandbox import coins
+from cryptocheckout.sandbox.notifier import Notifier
+from cryptocheckout.sandbox.state import (
     Invoice,
     Payment,
     Status,

@@ -15,14 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cryptocheckout.nowpayments.sandbox import api, control, pages
-from cryptocheckout.nowpayments.sandbox.auth import API_KEY_HEADER, key_state
-from cryptocheckout.nowpayments.sandbox.config import SandboxConfig
-from cryptocheckout.nowpayments.sandbox.runtime import SandboxRuntime
-from cryptocheckout.nowpayments.sandbox.state import RequestRecord, utcnow
-from cryptocheckout.nowpayments.sandbox.wire import ApiError, ErrorCode, error_response
+from cryptocheckout.sandbox import api, control, pages
+from cryptocheckout.sandbox.auth import API_KEY_HEADER, key_state
+from cryptocheckout.sandbox.config import SandboxConfig
+from cryptocheckout.sandbox.runtime import SandboxRuntime
+from cryptocheckout.sandbox.state import RequestRecord, utcnow
+from cryptocheckout.sandbox.wire import ApiError, ErrorCode, error_response
 
-logger = logging.getLogger("cryptocheckout.nowpayments.sandbox")
+logger = logging.getLogger("cryptocheckout.sandbox")
 
 # Request bodies kept in the request log are cut here; API bodies are small.
 MAX_LOGGED_BODY = 16 * 1024

@@ -18,12 +18,12 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from cryptocheckout.nowpayments.sandbox import coins
-from cryptocheckout.nowpayments.sandbox.control import start_invoice_payment
-from cryptocheckout.nowpayments.sandbox.runtime import SandboxRuntime, runtime
-from cryptocheckout.nowpayments.sandbox.simulation import Outcome, address_seed
-from cryptocheckout.nowpayments.sandbox.state import Invoice, Payment, Status
-from cryptocheckout.nowpayments.sandbox.wire import ApiError, amount, is_http_url, iso, plain
+from cryptocheckout.sandbox import coins
+from cryptocheckout.sandbox.control import start_invoice_payment
+from cryptocheckout.sandbox.runtime import SandboxRuntime, runtime
+from cryptocheckout.sandbox.simulation import Outcome, address_seed
+from cryptocheckout.sandbox.state import Invoice, Payment, Status
+from cryptocheckout.sandbox.wire import ApiError, amount, is_http_url, iso, plain
 
 router = APIRouter(include_in_schema=False)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from cryptocheckout.nowpayments.sandbox.state import Invoice, Payment
-from cryptocheckout.nowpayments.sandbox.wire import epoch_ms, iso, num, plain
+from cryptocheckout.sandbox.state import Invoice, Payment
+from cryptocheckout.sandbox.wire import epoch_ms, iso, num, plain
 
 
 def _amount(value: Decimal, as_string: bool) -> int | float | str:
