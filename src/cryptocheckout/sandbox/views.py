@@ -2,9 +2,9 @@
 
 The same payment appears in four shapes that disagree on types, and an integration has
 to cope with all of them: ``payment_id`` is a string when created and a number elsewhere,
-``invoice_id`` a number while the invoice's own ``id`` is a string, ``purchase_id`` a
-string in REST answers and a number in IPNs, ``updated_at`` ISO text in REST answers and
-epoch milliseconds in IPNs, and an invoice's ``price_amount`` a string.
+``invoice_id`` a number while the invoice's own ``id`` is a string, ``updated_at`` ISO text
+in REST answers and epoch milliseconds in IPNs, and an invoice's ``price_amount`` a string.
+``purchase_id`` is a string of digits everywhere, as in the real notifications on record.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def ipn_payload(payment: Payment, *, amounts_as_strings: bool = False) -> dict[s
         "payment_status": str(payment.status),
         "price_amount": _amount(payment.price_amount, strings),
         "price_currency": payment.price_currency,
-        "purchase_id": payment.purchase_id,
+        "purchase_id": str(payment.purchase_id),
         "updated_at": epoch_ms(payment.updated_at),
     }
 
