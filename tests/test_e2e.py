@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cryptocheckout.app import create_app
 from cryptocheckout.config import Settings
-from cryptocheckout.nowpayments.sandbox import SandboxConfig, create_sandbox_app
 from cryptocheckout.payments.models import Payment
+from cryptocheckout.sandbox import SandboxConfig, create_sandbox_app
 from cryptocheckout.webhooks.models import WebhookLog
 from tests.conftest import ADMIN_TOKEN
 from tests.support.ipn import ipn_payload, signed

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cryptocheckout.config import ConfigurationError, Settings, get_settings
+from cryptocheckout.config import ConfigurationError, get_settings
 
 
 def _configure_logging() -> None:
@@ -16,34 +16,37 @@ def _configure_logging() -> None:
     )
 
 
-def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
+def cmd_migrate(_args: argparse.Namespace) -> None:
     from cryptocheckout.kit.migrate import upgrade
 
+    settings = get_settings()
     upgrade(settings.database_url)
     print("database is at the latest migration")
 
 
-def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from cryptocheckout.app import create_app
 
+    settings = get_settings()
     settings.require("nowpayments_api_key", "nowpayments_ipn_secret", "admin_token")
     app = create_app(settings, run_worker=not args.no_worker)
     # uvicorn's access log prints query strings (order tokens): ours (kit/accesslog.py) does not.
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
 
 
-def cmd_worker(settings: Settings, _args: argparse.Namespace) -> None:
+def cmd_worker(_args: argparse.Namespace) -> None:
     import asyncio
 
     from cryptocheckout.worker import run_standalone
 
+    settings = get_settings()
     settings.require("nowpayments_api_key", "nowpayments_ipn_secret")
     asyncio.run(run_standalone(settings))
 
 
-def cmd_demo(_settings: Settings, args: argparse.Namespace) -> None:
+def cmd_demo(args: argparse.Namespace) -> None:
     import asyncio
 
     from cryptocheckout.demo import run_demo
@@ -51,12 +54,12 @@ def cmd_demo(_settings: Settings, args: argparse.Namespace) -> None:
     asyncio.run(run_demo(host=args.host, port=args.port, sandbox_port=args.sandbox_port))
 
 
-def cmd_sandbox(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_sandbox(args: argparse.Namespace) -> None:
+    """The sandbox stands for NOWPayments: it reads its own variables, not the shop's settings."""
     import uvicorn
 
-    from cryptocheckout.nowpayments.sandbox import SandboxConfig, create_sandbox_app
+    from cryptocheckout.sandbox import SandboxConfig, create_sandbox_app
 
-    settings.require("nowpayments_api_key", "nowpayments_ipn_secret")
     config = SandboxConfig.from_env(public_url=f"http://{args.host}:{args.port}")
     uvicorn.run(create_sandbox_app(config), host=args.host, port=args.port, log_level="info")
 
@@ -93,11 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from cryptocheckout.sandbox.config import SandboxConfigError
+
     args = build_parser().parse_args(argv)
     _configure_logging()
     try:
-        args.handler(get_settings(), args)
-    except ConfigurationError as exc:
+        args.handler(args)
+    except (ConfigurationError, SandboxConfigError) as exc:
         print(f"cryptocheckout: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

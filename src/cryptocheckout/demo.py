@@ -18,7 +18,7 @@ from cryptocheckout.catalogue.models import Product
 from cryptocheckout.config import Mode, Settings
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
 from cryptocheckout.kit.migrate import upgrade
-from cryptocheckout.nowpayments.sandbox import SandboxConfig, create_sandbox_app
+from cryptocheckout.sandbox import SandboxConfig, create_sandbox_app
 
 DEMO_DATABASE_URL = "sqlite:///./var/demo.db"
 DEMO_PRODUCTS = [

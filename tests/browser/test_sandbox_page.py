@@ -27,9 +27,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from cryptocheckout.nowpayments.sandbox import SandboxConfig, create_sandbox_app
-from cryptocheckout.nowpayments.sandbox.coins import quote_pay_amount
 from cryptocheckout.nowpayments.signature import SIGNATURE_HEADER, verify_ipn_signature
+from cryptocheckout.sandbox import SandboxConfig, create_sandbox_app
+from cryptocheckout.sandbox.coins import quote_pay_amount
 from tests.support.servers import free_port, serve_in_thread
 
 try:
@@ -362,3 +362,100 @@ async def test_letting_it_expire_ends_in_a_signed_expired_notification(
     await expect(page.get_by_role("link", name="Return to the shop")).to_have_attribute(
         "href", f"{servers.receiver_url}/cancelled"
     )
+
+
+# -- the page of a direct payment ---------------------------------------------------------
+
+SCREENS = Path("/work/screens/sandbox")
+WIDTHS = {"phone": (390, 844), "desktop": (1280, 900)}
+
+
+async def screenshots(page: Page, tmp_path: Path, name: str) -> None:
+    """The page at a phone's and a desktop's width, kept in tmp_path and in SCREENS.
+
+    At either width nothing may stick out sideways: a phone must not need to scroll across.
+    """
+    for label, (width, height) in WIDTHS.items():
+        await page.set_viewport_size({"width": width, "height": height})
+        overflow = await page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{name} is {overflow}px too wide at {width}px"
+        shot = tmp_path / f"{name}-{label}-{width}.png"
+        await page.screenshot(path=shot, full_page=True)
+        data = shot.read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+        if SCREENS.parent.is_dir():  # a copy for people to look at, where there is a place
+            SCREENS.mkdir(exist_ok=True)
+            (SCREENS / shot.name).write_bytes(data)
+
+
+def create_direct_payment(servers: Servers, order_id: str, pay_currency: str) -> dict[str, Any]:
+    response = httpx.post(
+        f"{servers.sandbox}/v1/payment",
+        headers={"x-api-key": API_KEY},
+        json={
+            "price_amount": float(PRICE),
+            "price_currency": "usd",
+            "pay_currency": pay_currency,
+            "order_id": order_id,
+            "order_description": "Game key",
+            "ipn_callback_url": f"{servers.receiver_url}/ipn",
+        },
+    )
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = json.loads(response.content, parse_float=Decimal)
+    return created
+
+
+async def test_pay_in_full_on_a_direct_payments_page_sends_signed_notifications(
+    servers: Servers, page: Page, tmp_path: Path
+) -> None:
+    created = create_direct_payment(servers, "browser-direct", "xrp")
+    url = f"{servers.sandbox}/sandbox/pay/{created['payment_id']}"
+    await page.goto(url)
+    await expect(page).to_have_title(f"Payment {created['payment_id']}")
+    await expect(page.get_by_role("heading", name="Pay 12.5 USD")).to_be_visible()
+    await expect(page.locator("[data-payment-status]")).to_have_text("waiting")
+    # What the shop must show its customer: the exact amount, the address and the memo.
+    await expect(page.locator("[data-pay-amount]")).to_have_text(f"{created['pay_amount']} XRP")
+    await expect(page.locator("[data-pay-address]")).to_have_text(created["pay_address"])
+    await expect(page.locator("[data-pay-extra-id]")).to_have_text(created["payin_extra_id"])
+    buttons = page.get_by_role("button")
+    await expect(buttons).to_have_text(
+        ["Pay in full", "Pay less", "Pay more", "Pay late (after expiry)", "Let it expire", "Fail"]
+    )
+    await expect(page.get_by_label("Amount sent for Pay less (XRP)")).to_have_value("12.5")
+    await screenshots(page, tmp_path, "direct-waiting")
+
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.get_by_role("button", name="Pay in full").click()
+    await page.wait_for_url(url)
+    settled = page.locator("main").filter(
+        has=page.locator('[data-payment-status="finished"]'),
+        has_not_text="this page refreshes itself",
+    )
+    await settled.wait_for(state="attached")
+    await expect(page.locator('meta[http-equiv="refresh"]')).to_have_count(0)
+
+    received = await servers.receiver.wait_for_status("browser-direct", "finished")
+    statuses = ["waiting", "confirming", "confirmed", "sending", "finished"]
+    assert [r.json()["payment_status"] for r in received] == statuses
+    for item in received:
+        signature = item.headers.get(SIGNATURE_HEADER, "")
+        assert verify_ipn_signature(item.body, signature, IPN_SECRET), item.body
+        assert not verify_ipn_signature(item.body, signature, "some-other-secret")
+        payload = item.json()
+        assert str(payload["payment_id"]) == created["payment_id"]
+        assert payload["invoice_id"] is None
+        assert payload["pay_address"] == created["pay_address"]
+        assert payload["payin_extra_id"] == created["payin_extra_id"]
+    assert received[-1].json()["actually_paid"] == created["pay_amount"]
+    table = page.get_by_role("region", name="Progress").get_by_role("table")
+    rows = [
+        [cell.strip() for cell in await row.locator("td").all_inner_texts()]
+        for row in await table.locator("tbody tr").all()
+    ]
+    assert [row[1:] for row in rows] == [[s, "delivered", "200"] for s in statuses]
+    await expect(page.locator("ol.history li .status")).to_have_text(statuses)
+    await screenshots(page, tmp_path, "direct-finished")

@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
-from cryptocheckout.nowpayments.sandbox import SandboxConfig, create_sandbox_app
 from cryptocheckout.nowpayments.signature import SIGNATURE_HEADER
+from cryptocheckout.sandbox import SandboxConfig, create_sandbox_app
 from tests.support.servers import free_port, serve_in_thread
 
 SANDBOX_API_KEY = "sandbox-test-api-key-3f9a"

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cryptocheckout.nowpayments.models import CreatedPayment, Invoice, PaymentInfo, loads_exact
-from tests.nowpayments.conftest import SandboxHandle
+from tests.nowpayments.conftest import IpnReceiver, SandboxHandle
 
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -222,20 +222,59 @@ def test_pay_amount_and_payout_currency_are_honoured(sandbox: SandboxHandle) -> 
     assert status["outcome_currency"] == "btc"
 
 
-def test_purchase_id_adds_a_payment_to_a_purchase(sandbox: SandboxHandle) -> None:
-    first = sandbox.create_payment()
-    second = sandbox.create_payment(purchase_id=first["purchase_id"])
-    assert second["purchase_id"] == first["purchase_id"]
+def test_every_payment_has_a_purchase_id_in_its_answers_and_notifications(
+    sandbox: SandboxHandle, ipn_receiver: IpnReceiver
+) -> None:
+    first = sandbox.create_payment(ipn_callback_url=ipn_receiver.url)
+    second = sandbox.create_payment(ipn_callback_url=ipn_receiver.url)
+    purchases = {first["purchase_id"], second["purchase_id"]}
+    assert len(purchases) == 2 and all(re.fullmatch(r"\d+", p) for p in purchases)
+    for created in (first, second):
+        status = exact(sandbox.api.get(f"/v1/payment/{created['payment_id']}"))
+        assert status["purchase_id"] == created["purchase_id"]
+        ipn = loads_exact(sandbox.notifications(created["payment_id"], min_count=1)[0]["body"])
+        assert ipn["purchase_id"] == created["purchase_id"]
+
+
+def test_purchase_id_adds_a_payment_to_a_purchase(
+    sandbox: SandboxHandle, ipn_receiver: IpnReceiver
+) -> None:
+    first = sandbox.create_payment(price_amount=25, case="partially_paid")
+    sandbox.payment(first["payment_id"], wait_for_status="partially_paid")
+    # The rest of the purchase, named as a string or, as some clients send it, a number.
+    second = sandbox.create_payment(
+        price_amount=12.5, purchase_id=first["purchase_id"], ipn_callback_url=ipn_receiver.url
+    )
+    third = sandbox.create_payment(price_amount=12.5, purchase_id=int(first["purchase_id"]))
+    assert second["purchase_id"] == third["purchase_id"] == first["purchase_id"]
+    assert len({first["payment_id"], second["payment_id"], third["payment_id"]}) == 3
+    status = exact(sandbox.api.get(f"/v1/payment/{second['payment_id']}"))
+    assert status["purchase_id"] == first["purchase_id"]
+    sandbox.drive(second["payment_id"], "finished")
+    sandbox.notifications(second["payment_id"], settled=True, min_count=5)
+    bodies = [loads_exact(d.body) for d in ipn_receiver.deliveries]
+    assert [b["payment_status"] for b in bodies][-1] == "finished"
+    assert {b["purchase_id"] for b in bodies} == {first["purchase_id"]}
+    assert {str(b["payment_id"]) for b in bodies} == {second["payment_id"]}
+
+
+@pytest.mark.parametrize("purchase_id", ["1", 1, "abc", "", "12.5"])
+def test_an_unknown_purchase_id_is_invalid_request_params(
+    sandbox: SandboxHandle, purchase_id: object
+) -> None:
+    sandbox.create_payment()  # a purchase exists, just not this one
     unknown = sandbox.api.post(
         "/v1/payment",
         json={
             "price_amount": 25,
             "price_currency": "usd",
             "pay_currency": "btc",
-            "purchase_id": "1",
+            "purchase_id": purchase_id,
         },
     )
     assert error(unknown) == (400, "INVALID_REQUEST_PARAMS")
+    assert set(unknown.json()) == {"status", "statusCode", "code", "message"}
+    assert len(sandbox._ok(sandbox.control.get("/sandbox/payments"))["items"]) == 1
 
 
 def test_amounts_as_strings_reproduces_the_production_variant(sandbox: SandboxHandle) -> None:
@@ -401,7 +440,7 @@ def test_a_defect_still_answers_in_the_error_shape_with_a_request_id(
     def broken(*args: object) -> None:
         raise RuntimeError("simulated defect")
 
-    monkeypatch.setattr("cryptocheckout.nowpayments.sandbox.coins.estimate", broken)
+    monkeypatch.setattr("cryptocheckout.sandbox.coins.estimate", broken)
     response = sandbox.api.get(
         "/v1/estimate", params={"amount": "1", "currency_from": "usd", "currency_to": "btc"}
     )

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from cryptocheckout.config import get_settings
-from cryptocheckout.nowpayments.sandbox import SandboxConfig
+from cryptocheckout.sandbox import SandboxConfig
+from cryptocheckout.sandbox.config import SandboxConfigError
 from tests.nowpayments.conftest import IpnReceiver, SandboxHandle
 
 
@@ -306,33 +309,77 @@ def test_an_invoice_can_be_paid_through_the_control_api(
     assert [p["payment_id"] for p in filtered["items"]] == [payment["payment_id"]]
 
 
-@pytest.fixture
-def clean_settings_cache() -> Iterator[None]:
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
-
-
-def test_config_from_env_reads_the_shops_variables(
-    monkeypatch: pytest.MonkeyPatch, clean_settings_cache: None
-) -> None:
+def test_config_from_env_reads_the_shops_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOWPAYMENTS_API_KEY", "env-api-key-1234")
     monkeypatch.setenv("NOWPAYMENTS_IPN_SECRET", "env-ipn-secret-5678")
-    config = SandboxConfig.from_env(public_url="http://127.0.0.1:8100/")
+    config = SandboxConfig.from_env(public_url="http://127.0.0.1:8100/", env_file=None)
     assert config.api_key == "env-api-key-1234"
     assert config.ipn_secret == "env-ipn-secret-5678"
     assert config.public_url == "http://127.0.0.1:8100"
     assert "env-api-key-1234" not in repr(config) and "env-ipn-secret" not in repr(config)
 
 
+def test_config_from_env_file_is_overridden_by_the_environment(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "NOWPAYMENTS_API_KEY=file-api-key-1234\nNOWPAYMENTS_IPN_SECRET=file-ipn-secret-5678\n"
+        "DATABASE_URL=not a url the sandbox would ever read\n"
+    )
+    from_file = SandboxConfig.from_env("http://unused", environ={}, env_file=env_file)
+    assert (from_file.api_key, from_file.ipn_secret) == (
+        "file-api-key-1234",
+        "file-ipn-secret-5678",
+    )
+    environ = {"NOWPAYMENTS_API_KEY": "env-api-key-9999"}
+    mixed = SandboxConfig.from_env("http://unused", environ=environ, env_file=env_file)
+    assert (mixed.api_key, mixed.ipn_secret) == ("env-api-key-9999", "file-ipn-secret-5678")
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({}, "NOWPAYMENTS_API_KEY, NOWPAYMENTS_IPN_SECRET"),
+        (
+            {"NOWPAYMENTS_API_KEY": "real-key-1234", "NOWPAYMENTS_IPN_SECRET": "changeme"},
+            "NOWPAYMENTS_IPN_SECRET",
+        ),
+        (
+            {"NOWPAYMENTS_API_KEY": " ", "NOWPAYMENTS_IPN_SECRET": "real-secret-5678"},
+            "NOWPAYMENTS_API_KEY",
+        ),
+    ],
+)
+def test_config_from_env_names_a_missing_or_placeholder_variable(
+    environ: dict[str, str], named: str
+) -> None:
+    with pytest.raises(SandboxConfigError) as caught:
+        SandboxConfig.from_env("http://unused", environ=environ, env_file=None)
+    assert str(caught.value).startswith(f"missing or placeholder setting: {named} ")
+
+
+def test_the_sandbox_command_stops_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOWPAYMENTS_IPN_SECRET", raising=False)
+    monkeypatch.setenv("NOWPAYMENTS_API_KEY", "env-api-key-1234")
+    monkeypatch.chdir(Path(__file__).parent)  # no .env here
+    result = subprocess.run(
+        [sys.executable, "-m", "cryptocheckout.cli", "sandbox", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "NOWPAYMENTS_IPN_SECRET" in result.stderr
+    assert "env-api-key-1234" not in result.stderr
+
+
 def test_a_sandbox_built_from_env_accepts_that_key(
     monkeypatch: pytest.MonkeyPatch,
-    clean_settings_cache: None,
     sandbox_factory: Callable[..., SandboxHandle],
 ) -> None:
     monkeypatch.setenv("NOWPAYMENTS_API_KEY", "env-api-key-1234")
     monkeypatch.setenv("NOWPAYMENTS_IPN_SECRET", "env-ipn-secret-5678")
-    env = SandboxConfig.from_env(public_url="http://unused")
+    env = SandboxConfig.from_env(public_url="http://unused", env_file=None)
     sandbox = sandbox_factory(api_key=env.api_key, ipn_secret=env.ipn_secret)
     headers = {"x-api-key": "env-api-key-1234"}
     assert httpx.get(f"{sandbox.base_url}/v1/currencies", headers=headers).status_code == 200

@@ -83,9 +83,10 @@ def test_case_sends_the_signed_sequence_of_its_outcome(
     for delivery in deliveries:
         body = assert_signed(delivery, sandbox.ipn_secret)
         assert set(body) == IPN_FIELDS
-        # IPNs give ids as numbers, the time as epoch milliseconds, and fee as an object.
+        # IPNs give payment ids as numbers (the purchase id stays a string), the time as
+        # epoch milliseconds, and fee as an object.
         assert body["payment_id"] == int(created["payment_id"])
-        assert body["purchase_id"] == int(created["purchase_id"])
+        assert body["purchase_id"] == created["purchase_id"]
         assert body["invoice_id"] is None and body["parent_payment_id"] is None
         assert isinstance(body["updated_at"], int) and body["updated_at"] > 1_600_000_000_000
         assert set(body["fee"]) == {"currency", "depositFee", "serviceFee", "withdrawalFee"}

@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from cryptocheckout.nowpayments.sandbox.state import (
+from cryptocheckout.nowpayments.signature import SIGNATURE_HEADER, canonical_ipn_body, sign_ipn
+from cryptocheckout.sandbox.state import (
     Attempt,
     Chaos,
     DeliveryState,
@@ -26,10 +27,9 @@ from cryptocheckout.nowpayments.sandbox.state import (
     Store,
     utcnow,
 )
-from cryptocheckout.nowpayments.sandbox.views import ipn_payload
-from cryptocheckout.nowpayments.signature import SIGNATURE_HEADER, canonical_ipn_body, sign_ipn
+from cryptocheckout.sandbox.views import ipn_payload
 
-logger = logging.getLogger("cryptocheckout.nowpayments.sandbox")
+logger = logging.getLogger("cryptocheckout.sandbox")
 
 # Enough of a receiver's answer to tell what went wrong without keeping whole pages.
 MAX_RECORDED_RESPONSE = 4096

@@ -14,17 +14,17 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from cryptocheckout.nowpayments.sandbox import coins
-from cryptocheckout.nowpayments.sandbox.auth import require_api_key
-from cryptocheckout.nowpayments.sandbox.runtime import SandboxRuntime, runtime
-from cryptocheckout.nowpayments.sandbox.simulation import CASES, NewPayment
-from cryptocheckout.nowpayments.sandbox.state import Fault, Invoice, Payment, utcnow
-from cryptocheckout.nowpayments.sandbox.views import (
+from cryptocheckout.sandbox import coins
+from cryptocheckout.sandbox.auth import require_api_key
+from cryptocheckout.sandbox.runtime import SandboxRuntime, runtime
+from cryptocheckout.sandbox.simulation import CASES, NewPayment
+from cryptocheckout.sandbox.state import Fault, Invoice, Payment, utcnow
+from cryptocheckout.sandbox.views import (
     created_view,
     invoice_view,
     status_view,
 )
-from cryptocheckout.nowpayments.sandbox.wire import (
+from cryptocheckout.sandbox.wire import (
     ApiError,
     ErrorCode,
     JsResponse,

@@ -15,14 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cryptocheckout.nowpayments.sandbox import api, control, pages
-from cryptocheckout.nowpayments.sandbox.auth import API_KEY_HEADER, key_state
-from cryptocheckout.nowpayments.sandbox.config import SandboxConfig
-from cryptocheckout.nowpayments.sandbox.runtime import SandboxRuntime
-from cryptocheckout.nowpayments.sandbox.state import RequestRecord, utcnow
-from cryptocheckout.nowpayments.sandbox.wire import ApiError, ErrorCode, error_response
+from cryptocheckout.sandbox import api, control, pages
+from cryptocheckout.sandbox.auth import API_KEY_HEADER, key_state
+from cryptocheckout.sandbox.config import SandboxConfig
+from cryptocheckout.sandbox.runtime import SandboxRuntime
+from cryptocheckout.sandbox.state import RequestRecord, utcnow
+from cryptocheckout.sandbox.wire import ApiError, ErrorCode, error_response
 
-logger = logging.getLogger("cryptocheckout.nowpayments.sandbox")
+logger = logging.getLogger("cryptocheckout.sandbox")
 
 # Request bodies kept in the request log are cut here; API bodies are small.
 MAX_LOGGED_BODY = 16 * 1024
@@ -105,9 +105,14 @@ class RequestLog:
             )
 
 
+def _is_page(path: str) -> bool:
+    """Pages answer errors as HTML; the API and the control API in NOWPayments' JSON shape."""
+    return path.startswith("/sandbox/pay/") or not path.startswith(("/v1", "/sandbox"))
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)  # noqa: S101 - registered for ApiError only
-    if not request.url.path.startswith(("/v1", "/sandbox")):
+    if _is_page(request.url.path):
         return pages.message_page(exc.status_code, "Request refused", exc.message)
     return error_response(exc)
 
@@ -123,7 +128,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error = ApiError(404, ErrorCode.NOT_FOUND, f"Cannot {request.method} {request.url.path}")
     else:
         error = ApiError(exc.status_code, f"HTTP_{exc.status_code}", str(exc.detail))
-    if not request.url.path.startswith(("/v1", "/sandbox")):
+    if _is_page(request.url.path):
         return pages.message_page(error.status_code, "Not found", error.message)
     return error_response(error)
 

@@ -11,7 +11,7 @@ import time
 
 from starlette.requests import Request
 
-from cryptocheckout.nowpayments.sandbox.wire import ApiError, ErrorCode
+from cryptocheckout.sandbox.wire import ApiError, ErrorCode
 
 API_KEY_HEADER = "x-api-key"
 _JWT_HEADER = {"alg": "HS256", "typ": "JWT"}

@@ -10,7 +10,7 @@ through the real status sequences and POST signed notifications to their
 notifications and inject faults.
 """
 
-from cryptocheckout.nowpayments.sandbox.app import create_sandbox_app
-from cryptocheckout.nowpayments.sandbox.config import SandboxConfig
+from cryptocheckout.sandbox.app import create_sandbox_app
+from cryptocheckout.sandbox.config import SandboxConfig
 
 __all__ = ["SandboxConfig", "create_sandbox_app"]

@@ -2,9 +2,9 @@
 
 The same payment appears in four shapes that disagree on types, and an integration has
 to cope with all of them: ``payment_id`` is a string when created and a number elsewhere,
-``invoice_id`` a number while the invoice's own ``id`` is a string, ``purchase_id`` a
-string in REST answers and a number in IPNs, ``updated_at`` ISO text in REST answers and
-epoch milliseconds in IPNs, and an invoice's ``price_amount`` a string.
+``invoice_id`` a number while the invoice's own ``id`` is a string, ``updated_at`` ISO text
+in REST answers and epoch milliseconds in IPNs, and an invoice's ``price_amount`` a string.
+``purchase_id`` is a string of digits everywhere, as in the real notifications on record.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from cryptocheckout.nowpayments.sandbox.state import Invoice, Payment
-from cryptocheckout.nowpayments.sandbox.wire import epoch_ms, iso, num, plain
+from cryptocheckout.sandbox.state import Invoice, Payment
+from cryptocheckout.sandbox.wire import epoch_ms, iso, num, plain
 
 
 def _amount(value: Decimal, as_string: bool) -> int | float | str:
@@ -52,7 +52,7 @@ def ipn_payload(payment: Payment, *, amounts_as_strings: bool = False) -> dict[s
         "payment_status": str(payment.status),
         "price_amount": _amount(payment.price_amount, strings),
         "price_currency": payment.price_currency,
-        "purchase_id": payment.purchase_id,
+        "purchase_id": str(payment.purchase_id),
         "updated_at": epoch_ms(payment.updated_at),
     }
 

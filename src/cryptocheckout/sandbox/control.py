@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 from fastapi import APIRouter
 from starlette.requests import Request
 
-from cryptocheckout.nowpayments.sandbox import coins
-from cryptocheckout.nowpayments.sandbox.api import find_invoice, invoice_payment_request
-from cryptocheckout.nowpayments.sandbox.runtime import SandboxRuntime, runtime
-from cryptocheckout.nowpayments.sandbox.simulation import Outcome
-from cryptocheckout.nowpayments.sandbox.state import (
+from cryptocheckout.sandbox import coins
+from cryptocheckout.sandbox.api import find_invoice, invoice_payment_request
+from cryptocheckout.sandbox.runtime import SandboxRuntime, runtime
+from cryptocheckout.sandbox.simulation import Outcome
+from cryptocheckout.sandbox.state import (
     Chaos,
     ChaosOverride,
     Fault,
@@ -29,8 +29,8 @@ from cryptocheckout.nowpayments.sandbox.state import (
     RuntimeSettings,
     Status,
 )
-from cryptocheckout.nowpayments.sandbox.views import status_view
-from cryptocheckout.nowpayments.sandbox.wire import (
+from cryptocheckout.sandbox.views import status_view
+from cryptocheckout.sandbox.wire import (
     ApiError,
     ErrorCode,
     JsResponse,

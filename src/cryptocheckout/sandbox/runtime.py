@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from cryptocheckout.nowpayments.sandbox.auth import JwtIssuer
-from cryptocheckout.nowpayments.sandbox.config import SandboxConfig
-from cryptocheckout.nowpayments.sandbox.notifier import Notifier
-from cryptocheckout.nowpayments.sandbox.simulation import Simulation
-from cryptocheckout.nowpayments.sandbox.state import Invoice, Store
+from cryptocheckout.sandbox.auth import JwtIssuer
+from cryptocheckout.sandbox.config import SandboxConfig
+from cryptocheckout.sandbox.notifier import Notifier
+from cryptocheckout.sandbox.simulation import Simulation
+from cryptocheckout.sandbox.state import Invoice, Store
 
 
 @dataclass

@@ -17,9 +17,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from cryptocheckout.nowpayments.models import ProviderPaymentStatus as Status
-from cryptocheckout.nowpayments.sandbox import coins
-from cryptocheckout.nowpayments.sandbox.config import SandboxConfig
+from cryptocheckout.sandbox import coins
+from cryptocheckout.sandbox.config import SandboxConfig
 
 __all__ = [
     "Attempt",
@@ -41,6 +40,25 @@ __all__ = [
 FIXED_RATE_LIFETIME = timedelta(minutes=20)
 FLOATING_LIFETIME = timedelta(days=7)
 REQUEST_LOG_SIZE = 1000
+
+
+class Status(StrEnum):
+    """Payment statuses as NOWPayments words them.
+
+    The sandbox keeps its own list rather than the client's: it is the other side of the
+    wire, and a word the client misspelt must not be misspelt here in the same way.
+    """
+
+    WAITING = "waiting"
+    CONFIRMING = "confirming"
+    CONFIRMED = "confirmed"
+    SENDING = "sending"
+    PARTIALLY_PAID = "partially_paid"
+    FINISHED = "finished"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
 
 
 def utcnow() -> datetime:

@@ -1,29 +1,41 @@
-"""The hosted invoice page (``/payment/?iid=...``) and a small index, as plain offline HTML.
+"""The sandbox's pages, as plain offline HTML: the hosted invoice page (``/payment/?iid=...``),
+the page of a direct payment (``/sandbox/pay/{payment_id}``) and a small index.
 
-On the real page a customer picks a coin and sends it; here the customer picks a coin,
-sees the address, memo and exact amount, and then chooses what the "blockchain" does.
+On the real invoice page a customer picks a coin and sends it; here the customer picks a
+coin, sees the address, memo and exact amount, and then chooses what the "blockchain" does.
 Showing the quote creates nothing (GET is safe); the choice creates the invoice's payment
 as ``POST /v1/invoice-payment`` would and walks it through its statuses.
+
+A direct payment (``POST /v1/payment``) has no hosted page at NOWPayments: the shop shows
+the address itself. The sandbox's page for it stands for the customer's wallet: it shows
+what the shop should be showing, and its buttons decide what arrives.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import jinja2
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from cryptocheckout.nowpayments.sandbox import coins
-from cryptocheckout.nowpayments.sandbox.control import start_invoice_payment
-from cryptocheckout.nowpayments.sandbox.runtime import SandboxRuntime, runtime
-from cryptocheckout.nowpayments.sandbox.simulation import Outcome, address_seed
-from cryptocheckout.nowpayments.sandbox.state import Invoice, Payment, Status
-from cryptocheckout.nowpayments.sandbox.wire import ApiError, amount, is_http_url, iso, plain
+from cryptocheckout.sandbox import coins
+from cryptocheckout.sandbox.control import start_invoice_payment
+from cryptocheckout.sandbox.runtime import SandboxRuntime, runtime
+from cryptocheckout.sandbox.simulation import (
+    OVERPAID_SHARE,
+    PARTIAL_SHARE,
+    Outcome,
+    address_seed,
+    paid_amount,
+)
+from cryptocheckout.sandbox.state import Invoice, Payment, Status
+from cryptocheckout.sandbox.wire import ApiError, amount, is_http_url, iso, plain
 
 router = APIRouter(include_in_schema=False)
 
@@ -103,8 +115,15 @@ def _payment_context(payment: Payment) -> dict[str, Any]:
         "pay_currency_upper": payment.pay_currency.upper(),
         "pay_address": payment.pay_address,
         "payin_extra_id": payment.payin_extra_id,
-        "history": [{"status": str(s), "at": iso(at)} for s, at in payment.history],
+        "history": [
+            {"status": str(s), "at": iso(at), "when": _when(at)} for s, at in payment.history
+        ],
     }
+
+
+def _when(moment: datetime) -> str:
+    """A time as a person reads it (the ISO form goes in the ``datetime`` attribute)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _notifications_context(rt: SandboxRuntime, payment: Payment) -> list[dict[str, Any]]:
@@ -242,10 +261,9 @@ def _amount_problem(outcome: Outcome, paid: Decimal | None, due: Decimal) -> str
 async def choose(request: Request) -> Response:
     """The customer's choice: create the invoice's payment and walk it to the outcome."""
     rt = runtime(request)
-    raw = await request.body()
-    if len(raw) > MAX_FORM_BYTES:
-        return message_page(413, "Form too large", "The form sent is too large.")
-    form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+    form = await _read_form(request)
+    if isinstance(form, Response):
+        return form
     invoice = _find_invoice(rt, form.get("iid"))
     if invoice is None:
         return message_page(404, "Invoice not found", "There is no invoice with this id.")
@@ -268,3 +286,119 @@ async def choose(request: Request) -> Response:
     except ApiError as error:
         return message_page(400, "Cannot pay this way", error.message, back)
     return RedirectResponse(f"/payment/?iid={invoice.id}&payment_id={payment.id}", 303)
+
+
+async def _read_form(request: Request) -> dict[str, str] | Response:
+    """A page's form, or the page refusing it: too large, or sent from another site.
+
+    The pages need no key, so without the origin check any web page a developer opens
+    could post a form here and pay or fail their sandbox payments behind their back.
+    """
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        return message_page(403, "Form from another site", "This form was sent by another site.")
+    raw = await request.body()
+    if len(raw) > MAX_FORM_BYTES:
+        return message_page(413, "Form too large", "The form sent is too large.")
+    return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+
+
+# -- the page of a direct payment --------------------------------------------------------
+
+# The buttons, in the order the page shows them: (outcome, label, what happens).
+PAYMENT_ACTIONS: tuple[tuple[Outcome, str, str], ...] = (
+    (Outcome.FINISHED, "Pay in full", "The exact amount arrives: confirming, then finished."),
+    (Outcome.PARTIALLY_PAID, "Pay less", "Less than the amount arrives: partially_paid."),
+    (Outcome.OVERPAID, "Pay more", "More than the amount arrives: confirming, then finished."),
+    (
+        Outcome.LATE_FINISHED,
+        "Pay late (after expiry)",
+        "The payment expires, then the exact amount arrives anyway: expired, then finished.",
+    ),
+    (Outcome.EXPIRED, "Let it expire", "Nothing arrives in time: expired."),
+    (Outcome.FAILED, "Fail", "The payment fails: failed."),
+)
+_PAGE_OUTCOMES = {str(outcome): outcome for outcome, _, _ in PAYMENT_ACTIONS}
+# Statuses after which nothing more is expected to happen to a payment.
+_SETTLED = frozenset({Status.FINISHED, Status.REFUNDED, Status.FAILED, Status.EXPIRED})
+
+
+def _payment_page_path(payment: Payment) -> str:
+    return f"/sandbox/pay/{payment.id}"
+
+
+def _find_payment(rt: SandboxRuntime, payment_id: str) -> Payment | None:
+    return rt.store.payments.get(int(payment_id)) if payment_id.isdigit() else None
+
+
+def _payment_actions(payment: Payment) -> list[dict[str, Any]]:
+    """The buttons; those that send an amount other than the full one offer it to edit."""
+    actions = []
+    for outcome, label, hint in PAYMENT_ACTIONS:
+        default = None
+        if outcome is Outcome.PARTIALLY_PAID:
+            default = paid_amount(payment.pay_amount, PARTIAL_SHARE)
+        elif outcome is Outcome.OVERPAID:
+            default = paid_amount(payment.pay_amount, OVERPAID_SHARE)
+        actions.append(
+            {
+                "outcome": str(outcome),
+                "label": label,
+                "hint": hint,
+                "amount": None if default is None else plain(default),
+            }
+        )
+    return actions
+
+
+@router.get("/sandbox/pay/{payment_id}")
+async def payment_page(request: Request, payment_id: str) -> Response:
+    rt = runtime(request)
+    with rt.store.lock:
+        payment = _find_payment(rt, payment_id)
+        if payment is None:
+            return message_page(404, "Payment not found", "There is no payment with this id.")
+        in_progress = rt.simulation.is_walking(payment.id) or any(
+            not n.state.settled for n in rt.store.notifications if n.payment_id == payment.id
+        )
+        return render(
+            "pay.html",
+            payment=_payment_context(payment),
+            coin=_coin_context(payment.coin),
+            price=_money(payment.price_amount, payment.price_currency),
+            order_id=payment.order_id,
+            order_description=payment.order_description,
+            valid_until={"at": iso(payment.valid_until), "when": _when(payment.valid_until)},
+            settled=payment.status in _SETTLED,
+            actions=_payment_actions(payment),
+            notifications=_notifications_context(rt, payment),
+            in_progress=in_progress,
+            refresh=max(1, round(rt.store.settings.step_delay)) if in_progress else None,
+        )
+
+
+@router.post("/sandbox/pay/{payment_id}")
+async def pay_payment(request: Request, payment_id: str) -> Response:
+    """A button on the payment's page: drive it as ``/sandbox/payments/{id}/drive`` does."""
+    rt = runtime(request)
+    form = await _read_form(request)
+    if isinstance(form, Response):
+        return form
+    payment = _find_payment(rt, payment_id)
+    if payment is None:
+        return message_page(404, "Payment not found", "There is no payment with this id.")
+    back = _payment_page_path(payment)
+    outcome = _PAGE_OUTCOMES.get(form.get("outcome", ""))
+    if outcome is None:
+        return message_page(400, "Choose what happens", "Pick one of the buttons offered.", back)
+    try:
+        paid_text = form.get("actually_paid", "").strip()
+        paid = amount(paid_text, "actually_paid") if paid_text else None
+    except ApiError as error:
+        return message_page(400, "Check the amount", error.message, back)
+    problem = _amount_problem(outcome, paid, payment.pay_amount)
+    if problem is not None:
+        return message_page(400, "Check the amount", problem, back)
+    # The first step happens now, so the page the browser is sent back to shows it.
+    rt.simulation.drive(payment, outcome, paid, first_now=True)
+    return RedirectResponse(back, 303)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 from decimal import ROUND_DOWN, Decimal
 from enum import StrEnum
 
-from cryptocheckout.nowpayments.sandbox import coins
-from cryptocheckout.nowpayments.sandbox.notifier import Notifier
-from cryptocheckout.nowpayments.sandbox.state import (
+from cryptocheckout.sandbox import coins
+from cryptocheckout.sandbox.notifier import Notifier
+from cryptocheckout.sandbox.state import (
     Invoice,
     Payment,
     Status,
@@ -219,11 +219,26 @@ class Simulation:
     # -- status changes -------------------------------------------------------------------
 
     def drive(
-        self, payment: Payment, outcome: Outcome, actually_paid: Decimal | None = None
+        self,
+        payment: Payment,
+        outcome: Outcome,
+        actually_paid: Decimal | None = None,
+        *,
+        first_now: bool = False,
     ) -> list[Status]:
-        """Walk the payment to ``outcome`` in the background; returns the statuses to come."""
+        """Walk the payment to ``outcome`` in the background; returns the statuses to come.
+
+        With ``first_now`` the first step happens before this returns (a page that
+        redirects after a button shows its effect), the rest one per ``step_delay``.
+        """
         steps = remaining_steps(outcome, payment.status)
-        self._start(payment, steps, actually_paid, first_delay=True)
+        if first_now and steps:
+            self._cancel_sequence(payment.id)
+            (status, paid), rest = steps[0], steps[1:]
+            self._apply(payment, status, paid, actually_paid if paid is not Paid.KEEP else None)
+            self._start(payment, rest, actually_paid, first_delay=True)
+        else:
+            self._start(payment, steps, actually_paid, first_delay=True)
         return [status for status, _ in steps]
 
     def set_status(
@@ -303,11 +318,14 @@ class Simulation:
         return set(self._sequences)
 
 
+def paid_amount(pay_amount: Decimal, share: Decimal) -> Decimal:
+    """What arrives when ``share`` of the quoted amount is sent, in whole satoshi-like units."""
+    return (pay_amount * share).quantize(coins.CRYPTO_QUANTUM, rounding=ROUND_DOWN)
+
+
 def _paid_amount(pay_amount: Decimal, paid: Paid) -> Decimal:
     if paid is Paid.PARTIAL:
-        share = PARTIAL_SHARE
-    elif paid is Paid.OVER:
-        share = OVERPAID_SHARE
-    else:
-        return pay_amount
-    return (pay_amount * share).quantize(coins.CRYPTO_QUANTUM, rounding=ROUND_DOWN)
+        return paid_amount(pay_amount, PARTIAL_SHARE)
+    if paid is Paid.OVER:
+        return paid_amount(pay_amount, OVERPAID_SHARE)
+    return pay_amount
