@@ -67,7 +67,11 @@ async def test_payment_detail_has_order_timeline_notifications_and_jobs(
     assert detail["order"]["status"] == "fulfilled"
     assert detail["order"]["email"] == "buyer@example.com"
     assert [n["provider_status"] for n in detail["notifications"]] == ["confirming", "finished"]
-    assert [j["status"] for j in detail["jobs"]] == ["succeeded"]
+    assert sorted((j["kind"], j["status"]) for j in detail["jobs"]) == [
+        ("fulfil_order", "succeeded"),
+        ("order_event", "succeeded"),  # order.paid
+        ("order_event", "succeeded"),  # order.fulfilled
+    ]
     order_changes = [
         (c["to_status"], c["cause"]) for c in detail["timeline"] if c["subject"] == "order"
     ]

@@ -24,6 +24,7 @@ from cryptocheckout.config import Settings
 from cryptocheckout.kit.jobs_models import Job, JobStatus
 from cryptocheckout.orders.models import Order, OrderStatus
 from cryptocheckout.payments.models import StatusChange
+from cryptocheckout.payments.state_machine import FULFIL_ORDER_JOB
 from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 from cryptocheckout.webhooks.processor import process_next
 from tests.support.ipn import ipn_payload, signed
@@ -129,7 +130,7 @@ async def _assert_paid_once(sessionmaker: Sessions, paying: Paying) -> None:
         )
         == 1
     )
-    assert await _count(sessionmaker, Job) == 1
+    assert await _count(sessionmaker, Job, Job.kind == FULFIL_ORDER_JOB) == 1
     assert await _count(sessionmaker, LicenceKey, LicenceKey.order_id == paying.order_id) == 1
 
 
@@ -193,7 +194,9 @@ async def test_job_of_a_killed_worker_runs_again_after_its_lease(
 
             async def claimed() -> bool:
                 async with sessionmaker() as session:
-                    job = (await session.execute(select(Job))).scalar_one()
+                    job = (
+                        await session.execute(select(Job).where(Job.kind == FULFIL_ORDER_JOB))
+                    ).scalar_one()
                     return job.status is JobStatus.RUNNING
 
             await _wait_for(claimed)
@@ -202,13 +205,13 @@ async def test_job_of_a_killed_worker_runs_again_after_its_lease(
         await blocker.rollback()
 
     async with sessionmaker() as session:
-        job = (await session.execute(select(Job))).scalar_one()
+        job = (await session.execute(select(Job).where(Job.kind == FULFIL_ORDER_JOB))).scalar_one()
     assert job.status is JobStatus.RUNNING and job.attempts == 1  # held by a dead worker
 
     with workers(database_url, 1, lease_seconds=2):
         await _wait_for(lambda: _is_fulfilled(sessionmaker, paying))
     async with sessionmaker() as session:
-        job = (await session.execute(select(Job))).scalar_one()
+        job = (await session.execute(select(Job).where(Job.kind == FULFIL_ORDER_JOB))).scalar_one()
     assert job.status is JobStatus.SUCCEEDED
     assert job.attempts == 2
     assert await _count(sessionmaker, LicenceKey, LicenceKey.order_id == paying.order_id) == 2

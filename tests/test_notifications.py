@@ -15,6 +15,7 @@ from cryptocheckout.catalogue.models import LicenceKey
 from cryptocheckout.kit.jobs_models import Job, JobStatus
 from cryptocheckout.orders.models import Order, OrderStatus
 from cryptocheckout.payments.models import Payment, PaymentKind, PaymentStatus, StatusChange
+from cryptocheckout.payments.state_machine import FULFIL_ORDER_JOB
 from cryptocheckout.webhooks import processor
 from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 from cryptocheckout.worker import Worker
@@ -96,7 +97,7 @@ async def test_full_sequence_pays_then_fulfils_once(flow: Flow, sessionmaker: Se
     assert payment.provider_status == "finished"
     assert not payment.needs_review
     assert await flow.count(LicenceKey, LicenceKey.order_id == paying.order_id) == 2
-    assert await flow.count(Job) == 1
+    assert await flow.count(Job, Job.kind == FULFIL_ORDER_JOB) == 1
     assert {log.status for log in await flow.logs()} == {WebhookLogStatus.PROCESSED}
     async with sessionmaker() as session:
         trail = (
@@ -130,7 +131,7 @@ async def test_stale_and_repeated_statuses_change_nothing(
     # Stale or repeated statuses are processed and change nothing (the contract keeps
     # `duplicate` for exact redeliveries, which are counted on their row instead).
     assert statuses == [WebhookLogStatus.PROCESSED] * 4
-    assert await flow.count(Job) == 1
+    assert await flow.count(Job, Job.kind == FULFIL_ORDER_JOB) == 1
 
 
 async def test_late_payment_after_expiry_still_pays(flow: Flow, sessionmaker: Sessions) -> None:
@@ -167,7 +168,7 @@ async def test_short_finished_is_underpaid(flow: Flow, sessionmaker: Sessions) -
     order_status, payment_status, payment = await flow.state(paying)
     assert (order_status, payment_status) == (OrderStatus.UNDERPAID, PaymentStatus.UNDERPAID)
     assert payment.needs_review and "underpaid" in (payment.review_reason or "")
-    assert await flow.count(Job) == 0
+    assert await flow.count(Job, Job.kind == FULFIL_ORDER_JOB) == 0
 
 
 @pytest.mark.parametrize(
@@ -217,7 +218,7 @@ async def test_price_or_currency_not_ours_is_held_for_staff(
     order_status, payment_status, payment = await flow.state(paying)
     assert (order_status, payment_status) == (OrderStatus.UNDERPAID, PaymentStatus.UNDERPAID)
     assert payment.needs_review and "conflict" in (payment.review_reason or "")
-    assert await flow.count(Job) == 0
+    assert await flow.count(Job, Job.kind == FULFIL_ORDER_JOB) == 0
 
 
 async def test_refund_and_cancel_map_to_their_statuses(flow: Flow, sessionmaker: Sessions) -> None:
@@ -304,7 +305,7 @@ async def test_repeated_deposit_never_fulfils_twice(flow: Flow, sessionmaker: Se
     await flow.send(paying, "finished", payment_id="5077125099", parent_payment_id=5077125051)
     await flow.drain()
     assert (await flow.state(paying))[0] is OrderStatus.FULFILLED
-    assert await flow.count(Job) == 1
+    assert await flow.count(Job, Job.kind == FULFIL_ORDER_JOB) == 1
     assert await flow.count(LicenceKey, LicenceKey.order_id == paying.order_id) == 1
     async with sessionmaker() as session:
         child = (
@@ -334,7 +335,7 @@ async def test_repeated_deposit_can_complete_an_underpaid_order(
     await flow.send(paying, "finished", payment_id="78", parent_payment_id=5077125051)
     await flow.drain()
     assert (await flow.state(paying))[0] is OrderStatus.FULFILLED
-    assert await flow.count(Job) == 1
+    assert await flow.count(Job, Job.kind == FULFIL_ORDER_JOB) == 1
 
 
 async def test_replay_of_an_applied_notification_changes_nothing(
@@ -348,7 +349,7 @@ async def test_replay_of_an_applied_notification_changes_nothing(
     replayed = await processor.replay(sessionmaker, log.id, Decimal(0))
     assert replayed is not None and replayed.status is WebhookLogStatus.PROCESSED
     assert await flow.count(StatusChange) == changes
-    assert await flow.count(Job) == 1
+    assert await flow.count(Job, Job.kind == FULFIL_ORDER_JOB) == 1
 
 
 async def test_fulfilment_waits_for_stock(flow: Flow, sessionmaker: Sessions, admin: Any) -> None:
@@ -357,7 +358,7 @@ async def test_fulfilment_waits_for_stock(flow: Flow, sessionmaker: Sessions, ad
     await flow.drain()
     assert (await flow.state(paying))[0] is OrderStatus.PAID
     async with sessionmaker() as session:
-        job = (await session.execute(select(Job))).scalar_one()
+        job = (await session.execute(select(Job).where(Job.kind == FULFIL_ORDER_JOB))).scalar_one()
     assert job.status is JobStatus.QUEUED and "OutOfStock" in (job.last_error or "")
     assert job.run_at > job.created_at  # backing off
     assert (
@@ -490,3 +491,31 @@ async def test_reconciliation_rounds_go_through_every_quiet_payment(
         await session.commit()
     second = await scan()
     assert {str(p.payment_id) for p in payings} <= second
+
+
+async def test_order_events_once_per_order_and_type_whatever_arrives(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    """Each event is recorded with its status change, once, and each reaction sees it once."""
+    from cryptocheckout.payments.events import ORDER_EVENT_JOB, OrderEvent
+
+    seen: list[tuple[str, uuid.UUID]] = []
+
+    async def react(_session: AsyncSession, event: OrderEvent) -> None:
+        seen.append((event.type.value, event.order_id))
+
+    flow = Flow(client, sessionmaker)
+    flow.worker = Worker(sessionmaker, reactions=[react])
+    paying = await paying_order(sessionmaker)
+    for status in ("waiting", "finished", "finished", "waiting", "finished"):
+        await flow.send(paying, status, actually_paid=paying.pay_amount)
+    await flow.drain()
+    for log in await flow.logs():  # staff replay every notification
+        await processor.replay(sessionmaker, log.id, Decimal(0))
+    await flow.drain()
+    assert (await flow.state(paying))[0] is OrderStatus.FULFILLED
+    assert sorted(seen) == [
+        ("order.fulfilled", paying.order_id),
+        ("order.paid", paying.order_id),
+    ]
+    assert await flow.count(Job, Job.kind == ORDER_EVENT_JOB) == 2

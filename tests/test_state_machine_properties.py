@@ -41,7 +41,7 @@ from cryptocheckout.models import Base
 from cryptocheckout.nowpayments.signature import canonical_ipn_body, parse_js_json
 from cryptocheckout.orders.models import Order, OrderStatus
 from cryptocheckout.payments.models import Payment
-from cryptocheckout.payments.state_machine import ORDER_RANK, PAYMENT_RANK
+from cryptocheckout.payments.state_machine import FULFIL_ORDER_JOB, ORDER_RANK, PAYMENT_RANK
 from cryptocheckout.webhooks.ingest import NotificationStore, incoming
 from cryptocheckout.webhooks.processor import process_next
 from cryptocheckout.worker import Worker
@@ -210,7 +210,11 @@ class NotificationMachine(RuleBasedStateMachine):
                     rank = PAYMENT_RANK[payment.status]
                     assert rank >= self.payment_ranks.get(payment.id, 0), payment.status
                     self.payment_ranks[payment.id] = rank
-                jobs = (await session.execute(select(Job.payload))).scalars().all()
+                jobs = (
+                    (await session.execute(select(Job.payload).where(Job.kind == FULFIL_ORDER_JOB)))
+                    .scalars()
+                    .all()
+                )
                 per_order = [payload["order_id"] for payload in jobs]
                 assert len(per_order) == len(set(per_order)), "two fulfilment jobs for one order"
                 keys = (

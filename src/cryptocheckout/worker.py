@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 
@@ -26,6 +27,7 @@ from cryptocheckout.kit.idempotency import purge_expired
 from cryptocheckout.kit.runtime import freeze_startup_heap
 from cryptocheckout.nowpayments.client import NowPaymentsClient
 from cryptocheckout.payments import reconcile
+from cryptocheckout.payments.events import ORDER_EVENT_JOB, Reaction, order_event_handler
 from cryptocheckout.webhooks.processor import process_next
 
 logger = logging.getLogger("cryptocheckout.worker")
@@ -48,11 +50,14 @@ class Worker:
         batch: int = 20,
         client: NowPaymentsClient | None = None,
         reconcile_after: timedelta | None = None,
+        reactions: Sequence[Reaction] = (),
     ) -> None:
         self.sessionmaker = sessionmaker
         self.tolerance_percent = tolerance_percent
         self.poll_interval = poll_interval
         self.handlers = dict(handlers if handlers is not None else HANDLERS)
+        # Order events fan out to the reactions of the packages above payments.
+        self.handlers.setdefault(ORDER_EVENT_JOB, order_event_handler(reactions))
         if client is not None:
             self.handlers.update(reconcile.job_handlers(client, tolerance_percent))
         # With a client, open payments quiet for this long are polled at NOWPayments.

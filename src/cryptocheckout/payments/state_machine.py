@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.kit import jobs
 from cryptocheckout.orders.models import Order, OrderStatus
+from cryptocheckout.payments.events import record_order_event
 from cryptocheckout.payments.models import ChangeCause, Payment, PaymentStatus, StatusChange
 
 FULFIL_ORDER_JOB = "fulfil_order"
@@ -203,13 +204,15 @@ async def move_order(
     cause_ref: str | None = None,
     note: str | None = None,
 ) -> bool:
-    """Moves the order forward; on `paid`, enqueues its one fulfilment job in this transaction."""
+    """Moves the order forward, in this transaction: its event (`payments/events.py`) and, on
+    `paid`, its one fulfilment job."""
     if not order_advances(order.status, target):
         return False
     _record(
         session, "order", order.id, order.id, order.status, target, Cause(cause, cause_ref, note)
     )
     order.status = target
+    await record_order_event(session, order, target)
     if target is OrderStatus.PAID:
         await jobs.enqueue(
             session,
