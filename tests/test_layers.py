@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
     {"webhooks", "fulfilment"},
     {"delivery"},
     {"customer"},  # the customer's view of an order, joining the packages below
+    {"outbound"},  # webhooks to the shop's own systems
     {"admin", "pages", "health"},
     {"models"},  # every table, for Alembic
     {"migrations"},
