@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cryptocheckout.config import Settings
 from cryptocheckout.fulfilment.handlers import JOB_HANDLERS as FULFILMENT_JOBS
 from cryptocheckout.kit import jobs
-from cryptocheckout.kit.db import create_engine, create_sessionmaker
+from cryptocheckout.kit.db import create_engine, create_sessionmaker, unit_of_work
 from cryptocheckout.kit.idempotency import purge_expired
 from cryptocheckout.kit.runtime import freeze_startup_heap
 from cryptocheckout.nowpayments.client import NowPaymentsClient
@@ -86,18 +86,16 @@ class Worker:
 
     async def purge(self) -> None:
         """Drops idempotency keys past their 24 hours."""
-        async with self.sessionmaker() as session:
+        async with unit_of_work(self.sessionmaker) as session:
             purged = await purge_expired(session)
-            await session.commit()
         if purged:
             logger.info("purged %d expired idempotency keys", purged)
 
     async def scan_for_polls(self) -> None:
         if self.reconcile_after is None:
             return
-        async with self.sessionmaker() as session:
+        async with unit_of_work(self.sessionmaker) as session:
             added = await reconcile.enqueue_stale_polls(session, quiet_for=self.reconcile_after)
-            await session.commit()
         if added:
             logger.info("asking NOWPayments about %d quiet payments", added)
 

@@ -29,7 +29,7 @@ from cryptocheckout.catalogue.schemas import (
 )
 from cryptocheckout.fulfilment.handlers import wake_waiting_orders
 from cryptocheckout.kit import jobs
-from cryptocheckout.kit.db import unit_of_work
+from cryptocheckout.kit.db import read_only, unit_of_work
 from cryptocheckout.kit.http import AppSettings, SessionMaker
 from cryptocheckout.kit.jobs_models import Job, JobStatus
 from cryptocheckout.kit.problems import not_found
@@ -48,7 +48,6 @@ async def create_product(data: ProductCreate, sessionmaker: SessionMaker) -> Adm
     async with unit_of_work(sessionmaker) as session:
         product = await catalogue.create_product(session, data)
         view = await catalogue.admin_view(session, product)
-        await session.commit()
     return view
 
 
@@ -59,7 +58,6 @@ async def update_product(
     async with unit_of_work(sessionmaker) as session:
         product = await catalogue.update_product(session, product_id, data)
         view = await catalogue.admin_view(session, product)
-        await session.commit()
     return view
 
 
@@ -69,7 +67,6 @@ async def add_keys(product_id: uuid.UUID, data: KeysIn, sessionmaker: SessionMak
         added, duplicates = await catalogue.add_keys(session, product_id, data.keys)
         if added:
             await wake_waiting_orders(session)
-        await session.commit()
     return KeysAdded(added=added, duplicates=duplicates)
 
 
@@ -89,7 +86,7 @@ async def list_payments(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> AdminPaymentList:
-    async with unit_of_work(sessionmaker) as session:
+    async with read_only(sessionmaker) as session:
         rows, next_cursor = await repository.list_payments(
             session,
             status=status,
@@ -106,7 +103,7 @@ async def list_payments(
 
 @router.get("/payments/{payment_id}", response_model=PaymentDetail)
 async def get_payment(payment_id: uuid.UUID, sessionmaker: SessionMaker) -> PaymentDetail:
-    async with unit_of_work(sessionmaker) as session:
+    async with read_only(sessionmaker) as session:
         found = await repository.payment_detail(session, payment_id)
         if found is None:
             raise not_found("payment")
@@ -129,7 +126,7 @@ async def list_webhook_logs(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> WebhookLogList:
-    async with unit_of_work(sessionmaker) as session:
+    async with read_only(sessionmaker) as session:
         rows, next_cursor = await repository.list_webhook_logs(
             session,
             provider=provider,
@@ -145,7 +142,7 @@ async def list_webhook_logs(
 
 @router.get("/webhook-logs/{log_id}", response_model=WebhookLogDetail)
 async def get_webhook_log(log_id: uuid.UUID, sessionmaker: SessionMaker) -> WebhookLogDetail:
-    async with unit_of_work(sessionmaker) as session:
+    async with read_only(sessionmaker) as session:
         log = await webhook_logs.get(session, log_id)
     if log is None:
         raise not_found("webhook log")
@@ -168,7 +165,7 @@ async def list_rejected_webhooks(
     sessionmaker: SessionMaker, limit: Limit = 50, cursor: Cursor = None
 ) -> RejectedWebhookList:
     """Deliveries refused before storage: a misconfigured IPN secret shows up here."""
-    async with unit_of_work(sessionmaker) as session:
+    async with read_only(sessionmaker) as session:
         rows, next_cursor = await repository.list_rejected(session, limit=limit, cursor=cursor)
     return RejectedWebhookList(
         items=[RejectedWebhookOut.model_validate(row) for row in rows], next_cursor=next_cursor
@@ -184,7 +181,7 @@ async def list_jobs(
     cursor: Cursor = None,
 ) -> JobList:
     """The job queue; `status=dead` lists what gave up and waits for staff."""
-    async with unit_of_work(sessionmaker) as session:
+    async with read_only(sessionmaker) as session:
         rows, next_cursor = await repository.list_jobs(
             session, status=status, kind=kind, limit=limit, cursor=cursor
         )
@@ -198,5 +195,4 @@ async def retry_job(job_id: uuid.UUID, sessionmaker: SessionMaker) -> JobOut:
         job: Job | None = await jobs.retry_dead(session, job_id)
         if job is None:
             raise not_found("job")
-        await session.commit()
         return JobOut.model_validate(job)

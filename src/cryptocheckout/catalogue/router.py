@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from cryptocheckout.catalogue import repository
 from cryptocheckout.catalogue.schemas import ProductList, ProductOut
-from cryptocheckout.kit.db import unit_of_work
+from cryptocheckout.kit.db import read_only
 from cryptocheckout.kit.http import SessionMaker
 
 router = APIRouter(tags=["catalogue"])
@@ -12,7 +12,7 @@ router = APIRouter(tags=["catalogue"])
 
 @router.get("/api/products", response_model=ProductList)
 async def list_products(sessionmaker: SessionMaker) -> ProductList:
-    async with unit_of_work(sessionmaker) as session:
+    async with read_only(sessionmaker) as session:
         products = await repository.list_active(session)
         stock = await repository.stock(session, (p.id for p in products))
     return ProductList(

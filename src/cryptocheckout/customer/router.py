@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Query
 
 from cryptocheckout.customer.schemas import OrderView
 from cryptocheckout.customer.views import order_view
-from cryptocheckout.kit.db import unit_of_work
+from cryptocheckout.kit.db import read_only
 from cryptocheckout.kit.errors import NotFound
 from cryptocheckout.kit.http import SessionMaker
 from cryptocheckout.orders import service as orders
@@ -21,7 +21,7 @@ async def get_order(
     x_order_token: Annotated[str | None, Header()] = None,
     token: Annotated[str | None, Query(max_length=200)] = None,
 ) -> OrderView:
-    async with unit_of_work(sessionmaker) as session:
+    async with read_only(sessionmaker) as session:
         order = await orders.get_for_customer(session, order_id, x_order_token or token)
         if order is None:
             raise NotFound("order")

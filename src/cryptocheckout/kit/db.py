@@ -37,6 +37,9 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# The execution option that marks a read-only session (see `read_only`).
+READ_ONLY_OPTION = "cryptocheckout_read_only"
+
 # SQLite waits this long for another writer (another process) before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -95,8 +98,11 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(connection: Any) -> None:
         # A deferred transaction that later writes fails at once with "database is locked"
         # when another writer got there first, ignoring busy_timeout. Taking the write lock
-        # up front makes writers queue on busy_timeout instead.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # up front makes writers queue on busy_timeout instead; readers (`read_only`) take none.
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -107,10 +113,30 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 async def unit_of_work(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """A session for one request or job: the caller commits once; anything else rolls back.
+    """One transaction for one request or job: commits when the block ends, rolls back when it
+    raises. Nothing inside commits on its own (services never commit).
 
-    Closing the session rolls back what was not committed and detaches the objects without
-    expiring them, so a response can still be built from them afterwards.
+    The objects stay loaded after the commit (`expire_on_commit=False`), so a response can
+    still be built from them.
     """
     async with sessionmaker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+@asynccontextmanager
+async def read_only(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session for reads: nothing is committed, and on SQLite it takes no write lock.
+
+    (Writers on SQLite start with BEGIN IMMEDIATE to queue instead of failing; a reader has
+    no reason to queue behind them: WAL lets it read the last committed state.)
+    """
+    async with sessionmaker() as session:
+        await session.connection(execution_options={READ_ONLY_OPTION: True})
         yield session

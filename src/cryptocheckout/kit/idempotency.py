@@ -1,10 +1,18 @@
 """Idempotency-Key handling, the same for every endpoint that creates something.
 
 The key is claimed in its own short transaction (so a concurrent request with the same key
-sees it and gets 409), and the response is stored in the *same* transaction as the work it
-describes, so a stored response always matches committed data. A request that fails
-releases its claim, so the client can retry with the same key; a claim left behind by a
-crashed process can be taken over once its lock runs out.
+sees it and gets 409). Where the response is stored depends on the work, in two named modes:
+
+- `run_idempotent`: the work is one transaction, and the response is stored in that *same*
+  transaction, so a stored response always matches committed data (orders).
+- `run_idempotent_self_committing`: the work commits on its own, more than once, because it
+  calls another service between its transactions (a payment is recorded, NOWPayments is
+  asked, the answer is recorded). The response is stored after the work, in its own
+  transaction; if the process dies in between, the claim runs out and a retry runs the work
+  again, which must therefore be idempotent itself (a payment: one open payment per order).
+
+A request that fails releases its claim, so the client can retry with the same key; a claim
+left behind by a crashed process can be taken over once its lock runs out.
 """
 
 from __future__ import annotations
@@ -32,7 +40,11 @@ KEY_TTL = timedelta(hours=24)
 CLAIM_LOCK = timedelta(seconds=60)
 _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
-Operation = Callable[[AsyncSession], Awaitable[tuple[int, dict[str, Any]]]]
+Response = tuple[int, dict[str, Any]]
+# Work done in the caller's transaction (which also stores the response).
+Operation = Callable[[AsyncSession], Awaitable[Response]]
+# Work that commits on its own.
+SelfCommittingOperation = Callable[[], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
@@ -63,38 +75,66 @@ async def run_idempotent(
     key: str | None,
     request_hash: str,
     operation: Operation,
-) -> tuple[int, dict[str, Any]]:
-    """Run `operation` in one unit of work, at most once per (scope, key), and commit."""
+) -> Response:
+    """Runs `operation` at most once per (scope, key), in one transaction with its response."""
     if key is None:
         async with unit_of_work(sessionmaker) as session:
-            status, body = await operation(session)
-            await session.commit()
-            return status, body
-
+            return await operation(session)
     claimed = await _claim(sessionmaker, scope, check_key(key), request_hash)
     if isinstance(claimed, Replay):
         return claimed.status, claimed.body
     try:
         async with unit_of_work(sessionmaker) as session:
             status, body = await operation(session)
-            row = await session.get(IdempotencyKey, claimed, with_for_update=True)
-            if row is None:  # pragma: no cover - only an operator could delete it meanwhile
-                raise Problem(409, "The Idempotency-Key was released while in use.")
-            row.state = IdempotencyState.COMPLETED
-            row.response_status = status
-            row.response_body = body
-            await session.commit()
+            await _complete(session, claimed, status, body)
             return status, body
     except BaseException:
         await _release(sessionmaker, claimed)
         raise
 
 
+async def run_idempotent_self_committing(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    scope: str,
+    key: str | None,
+    request_hash: str,
+    operation: SelfCommittingOperation,
+) -> Response:
+    """Runs `operation`, which commits on its own, at most once per (scope, key) while the
+    key is claimed; its response is stored after it returns."""
+    if key is None:
+        return await operation()
+    claimed = await _claim(sessionmaker, scope, check_key(key), request_hash)
+    if isinstance(claimed, Replay):
+        return claimed.status, claimed.body
+    try:
+        status, body = await operation()
+        async with unit_of_work(sessionmaker) as session:
+            await _complete(session, claimed, status, body)
+        return status, body
+    except BaseException:
+        await _release(sessionmaker, claimed)
+        raise
+
+
+async def _complete(
+    session: AsyncSession, claim_id: uuid.UUID, status: int, body: dict[str, Any]
+) -> None:
+    row = await session.get(IdempotencyKey, claim_id, with_for_update=True)
+    if row is None:  # pragma: no cover - only an operator could delete it meanwhile
+        raise Problem(409, "The Idempotency-Key was released while in use.")
+    row.state = IdempotencyState.COMPLETED
+    row.response_status = status
+    row.response_body = body
+
+
 async def _claim(
     sessionmaker: async_sessionmaker[AsyncSession], scope: str, key: str, request_hash: str
 ) -> Replay | uuid.UUID:
     for _ in range(3):
-        async with unit_of_work(sessionmaker) as session:
+        # Its own commit, once per try: a lost race for a new key is tried again.
+        async with sessionmaker() as session:
             now = utcnow()
             row = (
                 await session.execute(
@@ -132,6 +172,7 @@ async def _claim(
                 await session.commit()
             except IntegrityError:
                 # Another request inserted the same key between our read and our insert.
+                await session.rollback()
                 continue
             return row.id
     raise Problem(409, "A request with this Idempotency-Key is still in progress.")
@@ -145,7 +186,6 @@ async def _release(sessionmaker: async_sessionmaker[AsyncSession], claim_id: uui
                 IdempotencyKey.state == IdempotencyState.IN_PROGRESS,
             )
         )
-        await session.commit()
 
 
 async def purge_expired(session: AsyncSession) -> int:

@@ -4,10 +4,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.kit.http import AppSettings, SessionMaker
-from cryptocheckout.kit.idempotency import request_fingerprint, run_idempotent
+from cryptocheckout.kit.idempotency import request_fingerprint, run_idempotent_self_committing
 from cryptocheckout.payments import service
 from cryptocheckout.payments.schemas import PaymentCreate, PaymentOut
 
@@ -32,7 +31,8 @@ async def create_payment(
     token: Annotated[str | None, Query(max_length=200)] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
-    async def operation(_session: AsyncSession) -> tuple[int, dict[str, Any]]:
+    # Creating a payment commits before and after calling NOWPayments (payments/service.py).
+    async def operation() -> tuple[int, dict[str, Any]]:
         created = await service.create_payment(
             sessionmaker,
             request.app.state.nowpayments,
@@ -44,7 +44,7 @@ async def create_payment(
         body = PaymentOut.model_validate(created.payment).model_dump(mode="json")
         return (201 if created.new else 200), body
 
-    status, body = await run_idempotent(
+    status, body = await run_idempotent_self_committing(
         sessionmaker,
         scope="POST /api/payments",
         key=idempotency_key,

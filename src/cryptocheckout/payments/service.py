@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cryptocheckout.config import Settings
 from cryptocheckout.kit.clock import utcnow
+from cryptocheckout.kit.db import unit_of_work
 from cryptocheckout.kit.errors import NotFound, OrderClosed, ProviderRefused
 from cryptocheckout.kit.money import truncate_money
 from cryptocheckout.kit.security import tokens_match
@@ -173,7 +174,7 @@ async def _record_opened(
     payment_id: uuid.UUID,
     fields: Mapping[str, object],
 ) -> Payment:
-    async with sessionmaker() as session:
+    async with unit_of_work(sessionmaker) as session:
         payment = await session.get(Payment, payment_id)
         if payment is None:  # pragma: no cover - the order was deleted meanwhile
             raise NotFound("payment")
@@ -185,14 +186,13 @@ async def _record_opened(
         await move_payment(session, payment, PaymentStatus.WAITING, cause=ChangeCause.API)
         if order is not None:
             await move_order(session, order, OrderStatus.WAITING, cause=ChangeCause.API)
-        await session.commit()
         return payment
 
 
 async def _record_failure(
     sessionmaker: async_sessionmaker[AsyncSession], payment_id: uuid.UUID, code: str, message: str
 ) -> None:
-    async with sessionmaker() as session:
+    async with unit_of_work(sessionmaker) as session:
         payment = await session.get(Payment, payment_id)
         if payment is None:  # pragma: no cover
             return
@@ -203,4 +203,3 @@ async def _record_failure(
         await move_payment(
             session, payment, PaymentStatus.FAILED, cause=ChangeCause.API, note=f"provider: {code}"
         )
-        await session.commit()
