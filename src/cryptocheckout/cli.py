@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cryptocheckout.config import ConfigurationError, get_settings
+from cryptocheckout.config import ConfigurationError, settings_from_environment
 
 
 def _configure_logging() -> None:
@@ -19,7 +19,7 @@ def _configure_logging() -> None:
 def cmd_migrate(_args: argparse.Namespace) -> None:
     from cryptocheckout.kit.migrate import upgrade
 
-    settings = get_settings()
+    settings = settings_from_environment()
     upgrade(settings.database_url)
     print("database is at the latest migration")
 
@@ -29,7 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from cryptocheckout.app import create_app
 
-    settings = get_settings()
+    settings = settings_from_environment()
     settings.require("nowpayments_api_key", "nowpayments_ipn_secret", "admin_token")
     app = create_app(settings, run_worker=not args.no_worker)
     # uvicorn's access log prints query strings (order tokens): ours (kit/accesslog.py) does not.
@@ -41,7 +41,7 @@ def cmd_worker(_args: argparse.Namespace) -> None:
 
     from cryptocheckout.worker import run_standalone
 
-    settings = get_settings()
+    settings = settings_from_environment()
     settings.require("nowpayments_api_key", "nowpayments_ipn_secret")
     asyncio.run(run_standalone(settings))
 

@@ -87,5 +87,6 @@ class Settings(BaseSettings):
 
 
 @lru_cache
-def get_settings() -> Settings:
+def settings_from_environment() -> Settings:
+    """The settings of a command, read once from the environment and `.env`."""
     return Settings()

@@ -4,16 +4,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from cryptocheckout.kit.jobs_models import JobStatus
 from cryptocheckout.kit.schemas import MoneyOut, ResponseModel
 from cryptocheckout.orders.schemas import OrderOut
+from cryptocheckout.payments.models import ChangeCause, PaymentKind, PaymentStatus
+from cryptocheckout.webhooks.models import WebhookLogStatus
 
 
 class AdminPayment(ResponseModel):
     id: uuid.UUID
     order_id: uuid.UUID
     provider: str
-    kind: str
-    status: str
+    kind: PaymentKind
+    status: PaymentStatus
     provider_status: str | None
     external_id: str | None
     invoice_id: str | None
@@ -46,7 +49,7 @@ class StatusChangeOut(ResponseModel):
     subject_id: uuid.UUID
     from_status: str | None
     to_status: str
-    cause: str
+    cause: ChangeCause
     cause_ref: str | None
     note: str | None
     created_at: datetime
@@ -55,7 +58,7 @@ class StatusChangeOut(ResponseModel):
 class JobOut(ResponseModel):
     id: uuid.UUID
     kind: str
-    status: str
+    status: JobStatus
     attempts: int
     max_attempts: int
     run_at: datetime
@@ -74,7 +77,7 @@ class WebhookLogOut(ResponseModel):
     provider: str
     external_id: str | None
     provider_status: str | None
-    status: str
+    status: WebhookLogStatus
     deliveries: int
     attempts: int
     error: str | None

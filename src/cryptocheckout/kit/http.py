@@ -16,6 +16,7 @@ def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
 
 
 def get_settings(request: Request) -> Settings:
+    """The app's settings (the one place a request reads them from)."""
     settings: Settings = request.app.state.settings
     return settings
 

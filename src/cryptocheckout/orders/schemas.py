@@ -2,14 +2,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import EmailStr, Field, StringConstraints
 
 from cryptocheckout.kit.schemas import MoneyOut, RequestModel, ResponseModel
-
-if TYPE_CHECKING:
-    from cryptocheckout.orders.models import Order
+from cryptocheckout.orders.models import Order, OrderStatus
 
 ProductRef = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
 
@@ -34,7 +32,7 @@ class OrderItemOut(ResponseModel):
 
 class OrderOut(ResponseModel):
     id: uuid.UUID
-    status: str
+    status: OrderStatus
     email: str
     total: MoneyOut
     currency: str

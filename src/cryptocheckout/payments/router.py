@@ -2,15 +2,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from cryptocheckout.kit.http import AppSettings, SessionMaker
 from cryptocheckout.kit.idempotency import request_fingerprint, run_idempotent_self_committing
+from cryptocheckout.nowpayments.client import NowPaymentsClient
 from cryptocheckout.payments import service
 from cryptocheckout.payments.schemas import PaymentCreate, PaymentOut
 
 router = APIRouter(tags=["payments"])
+
+
+def get_nowpayments(request: Request) -> NowPaymentsClient:
+    """The app's NOWPayments client (one connection pool per process)."""
+    client: NowPaymentsClient = request.app.state.nowpayments
+    return client
+
+
+NowPayments = Annotated[NowPaymentsClient, Depends(get_nowpayments)]
 
 
 @router.post(
@@ -24,8 +34,8 @@ router = APIRouter(tags=["payments"])
 )
 async def create_payment(
     data: PaymentCreate,
-    request: Request,
     sessionmaker: SessionMaker,
+    nowpayments: NowPayments,
     settings: AppSettings,
     x_order_token: Annotated[str | None, Header()] = None,
     token: Annotated[str | None, Query(max_length=200)] = None,
@@ -35,7 +45,7 @@ async def create_payment(
     async def operation() -> tuple[int, dict[str, Any]]:
         created = await service.create_payment(
             sessionmaker,
-            request.app.state.nowpayments,
+            nowpayments,
             settings,
             order_id=data.order_id,
             token=x_order_token or token,

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import StringConstraints
 
 from cryptocheckout.kit.schemas import MoneyOut, RequestModel, ResponseModel
+from cryptocheckout.payments.models import PaymentStatus
 
 PayCurrency = Annotated[
     str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9]{2,20}$", to_lower=True)
@@ -22,7 +23,7 @@ class PaymentOut(ResponseModel):
     id: uuid.UUID
     order_id: uuid.UUID
     provider: str
-    status: str
+    status: PaymentStatus
     provider_status: str | None
     external_id: str | None
     invoice_id: str | None
@@ -42,7 +43,7 @@ class PaymentSummary(ResponseModel):
     """A payment as its customer sees it on the order."""
 
     id: uuid.UUID
-    status: str
+    status: PaymentStatus
     provider_status: str | None
     payment_url: str | None
     pay_amount: MoneyOut | None
