@@ -9,7 +9,6 @@ from __future__ import annotations
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
-from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,10 +79,6 @@ class Settings(BaseSettings):
                 f"missing or placeholder setting: {', '.join(missing)} "
                 "(set it in the environment or in .env; see .env.example)"
             )
-
-    @property
-    def var_dir(self) -> Path:
-        return Path("var")
 
 
 @lru_cache

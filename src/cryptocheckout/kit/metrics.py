@@ -54,4 +54,3 @@ class Registry:
 
 
 REGISTRY = Registry()
-HTTP_REQUESTS = REGISTRY.counter("cryptocheckout_http_requests_total", "HTTP requests answered")
