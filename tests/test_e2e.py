@@ -393,3 +393,174 @@ async def test_payment_idempotency_keys(checkout: Checkout) -> None:
         "/api/payments", json={**body, "pay_currency": "eth"}, headers=headers
     )
     assert other.status_code == 422
+
+
+async def test_a_payment_made_before_a_crash_is_confirmed_and_adopted(
+    checkout: Checkout,
+) -> None:
+    """NOWPayments created the payment, the shop died before recording its answer: the
+    payment's signed notifications are confirmed with GET /v1/payment/{id} and adopted."""
+    from datetime import timedelta
+
+    from cryptocheckout.kit.clock import utcnow
+    from cryptocheckout.payments.models import PaymentKind, PaymentStatus
+
+    order = await checkout.order()
+    async with checkout.sessionmaker() as session:
+        stuck = Payment(
+            order_id=uuid.UUID(order["id"]),
+            kind=PaymentKind.PAYMENT,
+            status=PaymentStatus.CREATED,
+            price_amount=Decimal(order["total"]),
+            price_currency="USD",
+            pay_currency="btc",
+            created_at=utcnow() - timedelta(minutes=1),
+        )
+        session.add(stuck)
+        await session.commit()
+    # The call whose answer was lost, as the shop made it.
+    made = await checkout.sandbox.post(
+        "/v1/payment",
+        json={
+            "price_amount": order["total"],
+            "price_currency": "usd",
+            "pay_currency": "btc",
+            "order_id": order["id"],
+            "ipn_callback_url": f"{checkout.shop.base_url}/api/webhooks/nowpayments",
+        },
+        headers={"x-api-key": "test-api-key"},
+    )
+    assert made.status_code == 201, made.text
+    external_id = str(made.json()["payment_id"])
+    await checkout.drive(external_id, "finished")
+    await checkout.wait_for(order, "fulfilled")
+    row = await checkout.payment_row(str(stuck.id))
+    assert row.external_id == external_id and row.status is PaymentStatus.FINISHED
+    assert row.pay_address == made.json()["pay_address"]
+
+
+async def test_a_notification_for_a_payment_nowpayments_does_not_confirm_is_not_adopted(
+    checkout: Checkout,
+) -> None:
+    """A signed notification alone does not adopt: the API must know the payment."""
+    from datetime import timedelta
+
+    from cryptocheckout.kit.clock import utcnow
+    from cryptocheckout.kit.jobs_models import Job, JobStatus
+    from cryptocheckout.payments.models import PaymentKind, PaymentStatus
+
+    order = await checkout.order()
+    async with checkout.sessionmaker() as session:
+        session.add(
+            Payment(
+                order_id=uuid.UUID(order["id"]),
+                kind=PaymentKind.PAYMENT,
+                status=PaymentStatus.CREATED,
+                price_amount=Decimal(order["total"]),
+                price_currency="USD",
+                pay_currency="btc",
+                created_at=utcnow() - timedelta(minutes=1),
+            )
+        )
+        await session.commit()
+    body, headers = signed(
+        ipn_payload(
+            "777000111",
+            "finished",
+            order_id=order["id"],
+            price_amount=order["total"],
+            pay_amount="0.0003",
+        ),
+        SECRET,
+    )
+    assert (
+        await checkout.shop.post("/api/webhooks/nowpayments", content=body, headers=headers)
+    ).status_code == 200
+    deadline = time.monotonic() + 15
+    while True:
+        async with checkout.sessionmaker() as session:
+            job = (
+                await session.execute(select(Job).where(Job.kind == "adopt_payment"))
+            ).scalar_one_or_none()
+        if job is not None and job.status in (JobStatus.SUCCEEDED, JobStatus.DEAD):
+            break
+        assert time.monotonic() < deadline, "the adoption job did not run"
+        await asyncio.sleep(0.05)
+    assert (await checkout.view(order))["status"] == "created"
+
+
+@pytest.mark.parametrize(("age_seconds", "replaced"), [(5, False), (45, True)])
+async def test_a_created_payment_is_replaced_once_its_call_cannot_still_run(
+    checkout: Checkout, age_seconds: int, replaced: bool
+) -> None:
+    """Replaced after the provider call's deadline plus a margin (30 s), not minutes later."""
+    from datetime import timedelta
+
+    from cryptocheckout.kit.clock import utcnow
+    from cryptocheckout.payments.models import PaymentKind, PaymentStatus
+    from cryptocheckout.payments.service import ABANDON_AFTER
+
+    assert timedelta(seconds=30) >= ABANDON_AFTER
+    order = await checkout.order()
+    async with checkout.sessionmaker() as session:
+        stuck = Payment(
+            order_id=uuid.UUID(order["id"]),
+            kind=PaymentKind.PAYMENT,
+            status=PaymentStatus.CREATED,
+            price_amount=Decimal(order["total"]),
+            price_currency="USD",
+            pay_currency="btc",
+            created_at=utcnow() - timedelta(seconds=age_seconds),
+        )
+        session.add(stuck)
+        await session.commit()
+    answer = await checkout.pay(order)
+    if replaced:
+        assert answer.status_code == 201 and answer.json()["id"] != str(stuck.id)
+    else:
+        assert answer.status_code == 200 and answer.json()["id"] == str(stuck.id)
+
+
+async def test_a_create_past_its_deadline_is_an_unknown_outcome_then_adopted(
+    checkout: Checkout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider call is bounded: past its deadline the customer hears at once, and the
+    payment NOWPayments made meanwhile is adopted by its notifications."""
+    from datetime import timedelta
+
+    from cryptocheckout.payments import service
+
+    monkeypatch.setattr(service, "PROVIDER_CALL_DEADLINE", timedelta(seconds=0.3))
+    fault = {"path": "/v1/payment", "method": "POST", "delay": 1.5}
+    assert (await checkout.sandbox.post("/sandbox/faults", json=fault)).status_code == 201
+    order = await checkout.order()
+    answer = await checkout.pay(order)
+    assert answer.status_code == 502 and answer.json()["provider_code"] == "OUTCOME_UNKNOWN"
+    async with checkout.sessionmaker() as session:
+        [lost] = (
+            (
+                await session.execute(
+                    select(Payment).where(Payment.order_id == uuid.UUID(order["id"]))
+                )
+            )
+            .scalars()
+            .all()
+        )
+    # NOWPayments did make it (the sandbox drops a request its client left, so the test
+    # makes it as the lost call would have).
+    made = await checkout.sandbox.post(
+        "/v1/payment",
+        json={
+            "price_amount": order["total"],
+            "price_currency": "usd",
+            "pay_currency": "btc",
+            "order_id": order["id"],
+            "ipn_callback_url": f"{checkout.shop.base_url}/api/webhooks/nowpayments",
+        },
+        headers={"x-api-key": "test-api-key"},
+    )
+    external_id = str(made.json()["payment_id"])
+    await checkout.drive(external_id, "finished")
+    await checkout.wait_for(order, "fulfilled")
+    row = await checkout.payment_row(str(lost.id))
+    assert row.external_id == external_id

@@ -252,7 +252,8 @@ async def test_unknown_payments_fail_with_the_reason(flow: Flow, sessionmaker: S
 async def test_our_order_with_an_unrecorded_payment_is_retried(
     flow: Flow, sessionmaker: Sessions
 ) -> None:
-    paying = await paying_order(sessionmaker, external_id=None)
+    # The payment is recorded; NOWPayments' answer is about to be (it notifies before).
+    paying = await _unanswered(sessionmaker, age_seconds=1)
     await flow.send(paying, "waiting", payment_id="4242")
     await flow.drain()
     [log] = await flow.logs()
@@ -519,3 +520,70 @@ async def test_order_events_once_per_order_and_type_whatever_arrives(
         ("order.paid", paying.order_id),
     ]
     assert await flow.count(Job, Job.kind == ORDER_EVENT_JOB) == 2
+
+
+async def test_a_notification_naming_another_order_applies_nothing_and_flags(
+    flow: Flow, sessionmaker: Sessions
+) -> None:
+    """Signed and naming our payment, but another order's id: nothing of it is applied."""
+    paying = await paying_order(sessionmaker)
+    other = await paying_order(sessionmaker, external_id="999")
+    await flow.send(paying, "finished", order_id=str(other.order_id))
+    await flow.drain()
+    [log] = [log for log in await flow.logs() if log.external_id == paying.external_id]
+    assert log.status is WebhookLogStatus.FAILED and "names order" in (log.error or "")
+    order_status, payment_status, payment = await flow.state(paying)
+    assert (order_status, payment_status) == (OrderStatus.WAITING, PaymentStatus.WAITING)
+    assert payment.actually_paid is None
+    assert payment.needs_review and str(other.order_id) in (payment.review_reason or "")
+    assert (await flow.state(other))[0] is OrderStatus.WAITING
+
+
+async def _unanswered(sessionmaker: Sessions, age_seconds: float) -> Paying:
+    """An order whose payment was recorded `age_seconds` ago and never got its answer."""
+    from datetime import timedelta
+
+    from cryptocheckout.kit.clock import utcnow
+
+    paying = await paying_order(sessionmaker, external_id=None)
+    async with sessionmaker() as session:
+        payment = await session.get(Payment, paying.payment_id)
+        assert payment is not None
+        payment.status = PaymentStatus.CREATED
+        payment.created_at = utcnow() - timedelta(seconds=age_seconds)
+        await session.commit()
+    return paying
+
+
+async def test_an_unknown_payment_while_its_create_may_run_is_retried(
+    flow: Flow, sessionmaker: Sessions
+) -> None:
+    from cryptocheckout.payments.notifications import ADOPT_PAYMENT_JOB
+
+    paying = await _unanswered(sessionmaker, age_seconds=1)
+    await flow.send(paying, "waiting", payment_id="4545")
+    assert await flow.worker.run_once()
+    [log] = await flow.logs()
+    assert log.status is WebhookLogStatus.PENDING and "retrying" in (log.error or "")
+    assert await flow.count(Job, Job.kind == ADOPT_PAYMENT_JOB) == 0
+
+
+async def test_an_unknown_payment_after_a_crash_is_confirmed_for_adoption(
+    flow: Flow, sessionmaker: Sessions
+) -> None:
+    """No create of ours can still be running: the payment is looked up at NOWPayments."""
+    from cryptocheckout.payments.notifications import ADOPT_PAYMENT_JOB
+
+    paying = await _unanswered(sessionmaker, age_seconds=120)
+    await flow.send(paying, "waiting", payment_id="4546")
+    assert await flow.worker.run_once()
+    [log] = await flow.logs()
+    assert log.status is WebhookLogStatus.PENDING and "confirming" in (log.error or "")
+    async with sessionmaker() as session:
+        [job] = (
+            (await session.execute(select(Job).where(Job.kind == ADOPT_PAYMENT_JOB)))
+            .scalars()
+            .all()
+        )
+    assert job.payload == {"external_id": "4546", "order_id": str(paying.order_id)}
+    assert job.subject_id == paying.order_id

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import enum
 import logging
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cryptocheckout.kit import jobs
+from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.money import truncate_money
 from cryptocheckout.nowpayments.models import PaymentInfo
 from cryptocheckout.orders import repository as orders
 from cryptocheckout.payments import repository
 from cryptocheckout.payments.models import ChangeCause, Payment, PaymentStatus
+from cryptocheckout.payments.service import ABANDON_AFTER
 from cryptocheckout.payments.state_machine import (
     PAID,
     PROVIDER_OUTCOMES,
@@ -30,6 +34,10 @@ from cryptocheckout.payments.state_machine import (
 )
 
 logger = logging.getLogger("cryptocheckout.payments")
+
+
+# The job that confirms an unknown payment for one of our orders at NOWPayments and adopts it.
+ADOPT_PAYMENT_JOB = "adopt_payment"
 
 
 class Result(enum.Enum):
@@ -77,6 +85,14 @@ async def apply_provider_state(
         if isinstance(found, Applied):
             return found
         payment = await repository.lock_payment(session, found.id)
+    if info.order_id is not None and info.order_id != str(payment.order_id):
+        # Signed, and naming our payment, but another order: nothing of it is ours to apply.
+        reason = (
+            f"a notification of payment {info.payment_id} names order {info.order_id}, "
+            f"but the payment is order {payment.order_id}'s: not applied"
+        )
+        _flag(payment, reason)
+        return _failed(reason)
     if payment.external_id is None:
         payment.external_id = info.payment_id  # an invoice learns its payment id here
 
@@ -186,11 +202,32 @@ async def _unknown(session: AsyncSession, info: PaymentInfo, reason: str) -> Pay
         # We asked NOWPayments for this payment, the call timed out and we could not know
         # whether it was created: it was. The notification names it; take it back.
         return adopted
-    # Our own order id on an unknown payment: most likely its creation has not committed
-    # yet (NOWPayments can notify before we stored its answer), so try again shortly.
-    if await orders.exists(session, info.order_id):
-        return Applied(Result.RETRY, f"{reason} (order {info.order_id} is ours; retrying)")
-    return _failed(reason)
+    order_id = _our_uuid(info.order_id)
+    if order_id is None or not await orders.exists(session, info.order_id):
+        return _failed(reason)
+    if not await repository.creation_in_flight(session, order_id, since=utcnow() - ABANDON_AFTER):
+        # No create call of ours can still be running: NOWPayments made a payment for our
+        # order whose answer we never recorded (the process died in between). Once the API
+        # confirms it, it is adopted (`payments/reconcile.py`) and this notification applies.
+        await jobs.enqueue(
+            session,
+            ADOPT_PAYMENT_JOB,
+            {"external_id": info.payment_id, "order_id": str(order_id)},
+            subject_id=order_id,
+            dedupe_key=f"{ADOPT_PAYMENT_JOB}:{info.payment_id}",
+            max_attempts=5,
+        )
+        return Applied(Result.RETRY, f"{reason} (order {order_id} is ours; confirming it)")
+    # Our own order id on an unknown payment while a create call may still be running: its
+    # answer has not committed yet (NOWPayments can notify before), so try again shortly.
+    return Applied(Result.RETRY, f"{reason} (order {order_id} is ours; retrying)")
+
+
+def _our_uuid(order_id: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(order_id or "")
+    except ValueError:
+        return None
 
 
 async def _child(

@@ -20,9 +20,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.nowpayments.client import NowPaymentsClient
+from cryptocheckout.nowpayments.errors import NowPaymentsApiError
+from cryptocheckout.nowpayments.models import PaymentInfo
+from cryptocheckout.orders import repository as orders
 from cryptocheckout.payments import repository
 from cryptocheckout.payments.models import ChangeCause, Payment, PaymentStatus
-from cryptocheckout.payments.notifications import Result, apply_provider_state
+from cryptocheckout.payments.notifications import (
+    ADOPT_PAYMENT_JOB,
+    Result,
+    apply_provider_state,
+)
+from cryptocheckout.payments.service import ABANDON_AFTER
 
 logger = logging.getLogger("cryptocheckout.payments")
 
@@ -84,4 +92,62 @@ def job_handlers(client: NowPaymentsClient, tolerance_percent: Decimal) -> dict[
             # Also moves updated_at, so the next scan takes other quiet payments first.
             polled.polled_at = utcnow()
 
-    return {POLL_PAYMENT_JOB: poll_payment}
+    async def adopt_payment(session: AsyncSession, payload: Mapping[str, Any]) -> None:
+        """A signed notification named an unknown payment for one of our orders: confirm it
+        with NOWPayments, then give its id to the payment we recorded but never heard back
+        about. Its notification, retrying meanwhile, then applies as usual."""
+        external_id = str(payload["external_id"])
+        order_id = uuid.UUID(str(payload["order_id"]))
+        if await repository.by_external_id(session, external_id) is not None:
+            return
+        await session.commit()  # no transaction held while NOWPayments answers
+        try:
+            info = await client.get_payment(external_id)
+        except NowPaymentsApiError as exc:
+            if exc.status_code != 404:
+                raise  # asked again with backoff
+            logger.warning("payment %s is unknown to NOWPayments: not adopted", external_id)
+            return
+        if info.order_id != str(order_id):
+            logger.warning(
+                "payment %s is not order %s's at NOWPayments: not adopted", external_id, order_id
+            )
+            return
+        if await orders.lock(session, order_id) is None:
+            return
+        if await repository.by_external_id(session, external_id) is not None:
+            return
+        # A create younger than that may still get its own answer.
+        found = await repository.unanswered_create(
+            session, order_id, before=utcnow() - ABANDON_AFTER
+        )
+        if found is None or not _same_quote(found, info):
+            logger.warning(
+                "payment %s of order %s matches no payment we asked for: not adopted",
+                external_id,
+                order_id,
+            )
+            return
+        payment = await repository.lock_payment(session, found.id)
+        payment.external_id = info.payment_id
+        payment.pay_address = payment.pay_address or (info.pay_address or "")[:256] or None
+        payment.payin_extra_id = payment.payin_extra_id or info.payin_extra_id
+        await apply_provider_state(
+            session,
+            info,
+            tolerance_percent=tolerance_percent,
+            cause=ChangeCause.POLL,
+            ref=f"adopt:{external_id}",
+            raw_payload=info.model_dump(mode="json", by_alias=True),
+        )
+
+    return {POLL_PAYMENT_JOB: poll_payment, ADOPT_PAYMENT_JOB: adopt_payment}
+
+
+def _same_quote(payment: Payment, info: PaymentInfo) -> bool:
+    """The provider's payment is the one we asked for: our price, currency and coin."""
+    return (
+        info.price_amount == payment.price_amount
+        and (info.price_currency or "").lower() == payment.price_currency.lower()
+        and (info.pay_currency or "").lower() == (payment.pay_currency or "").lower()
+    )

@@ -94,3 +94,43 @@ async def quiet_since(
         .limit(limit)
     )
     return list(rows.scalars())
+
+
+async def creation_in_flight(
+    session: AsyncSession, order_id: uuid.UUID, *, since: datetime
+) -> bool:
+    """Whether a create call for the order may still be running: a payment recorded since
+    `since` that has no answer from NOWPayments yet."""
+    rows = await session.execute(
+        select(Payment.id)
+        .where(
+            Payment.order_id == order_id,
+            Payment.status == PaymentStatus.CREATED,
+            Payment.external_id.is_(None),
+            Payment.invoice_id.is_(None),
+            Payment.created_at >= since,
+        )
+        .limit(1)
+    )
+    return rows.first() is not None
+
+
+async def unanswered_create(
+    session: AsyncSession, order_id: uuid.UUID, *, before: datetime
+) -> Payment | None:
+    """The order's newest direct payment recorded before `before` whose NOWPayments answer
+    never arrived: still `created`, or marked failed with its outcome unknown."""
+    rows = await session.execute(
+        select(Payment)
+        .where(
+            Payment.order_id == order_id,
+            Payment.kind == PaymentKind.PAYMENT,
+            Payment.external_id.is_(None),
+            Payment.parent_external_id.is_(None),
+            Payment.created_at < before,
+            (Payment.status == PaymentStatus.CREATED) | (Payment.error_code == OUTCOME_UNKNOWN),
+        )
+        .order_by(Payment.created_at.desc())
+        .limit(1)
+    )
+    return rows.scalar_one_or_none()

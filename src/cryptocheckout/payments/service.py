@@ -9,6 +9,7 @@ asking again, even concurrently, returns the open one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
@@ -93,9 +94,14 @@ async def _open_or_record(
         return Created(payment, new=True)
 
 
+# The longest a create call to NOWPayments may take, retries included; after it, its outcome
+# is unknown (NOWPayments may or may not have created the payment).
+PROVIDER_CALL_DEADLINE = timedelta(seconds=20)
 # A payment still `created` this long after it was recorded lost its provider answer (a
-# crash or a database error between the call and the commit): the next request replaces it.
-ABANDON_AFTER = timedelta(minutes=2)
+# crash or a database error between the call and the commit): no call for it can still be
+# running, so the next request replaces it, and its notifications, if NOWPayments made it,
+# adopt it back (`payments/notifications.py`).
+ABANDON_AFTER = PROVIDER_CALL_DEADLINE + timedelta(seconds=10)
 
 
 def _abandoned(payment: Payment) -> bool:
@@ -124,13 +130,16 @@ async def create_payment(
     try:
         if payment.kind is PaymentKind.PAYMENT:
             assert pay_currency is not None  # noqa: S101 - kind is PAYMENT only with a currency
-            answer = await client.create_payment(
-                payment.price_amount,
-                payment.price_currency.lower(),
-                pay_currency,
-                ipn_callback_url=settings.nowpayments_callback_url,
-                order_id=str(payment.order_id),
-                order_description=description,
+            answer = await asyncio.wait_for(
+                client.create_payment(
+                    payment.price_amount,
+                    payment.price_currency.lower(),
+                    pay_currency,
+                    ipn_callback_url=settings.nowpayments_callback_url,
+                    order_id=str(payment.order_id),
+                    order_description=description,
+                ),
+                PROVIDER_CALL_DEADLINE.total_seconds(),
             )
             provider_fields = {
                 "external_id": answer.payment_id,
@@ -147,12 +156,15 @@ async def create_payment(
         else:
             # No success/cancel URLs yet: the customer's order page (which needs the order's
             # token, never sent to a third party) arrives with the storefront pages.
-            invoice = await client.create_invoice(
-                payment.price_amount,
-                payment.price_currency.lower(),
-                ipn_callback_url=settings.nowpayments_callback_url,
-                order_id=str(payment.order_id),
-                order_description=description,
+            invoice = await asyncio.wait_for(
+                client.create_invoice(
+                    payment.price_amount,
+                    payment.price_currency.lower(),
+                    ipn_callback_url=settings.nowpayments_callback_url,
+                    order_id=str(payment.order_id),
+                    order_description=description,
+                ),
+                PROVIDER_CALL_DEADLINE.total_seconds(),
             )
             provider_fields = {"invoice_id": invoice.id, "payment_url": invoice.invoice_url}
     except NowPaymentsError as exc:
@@ -165,6 +177,12 @@ async def create_payment(
         else:
             code = "PROVIDER_UNAVAILABLE"
         await _record_failure(sessionmaker, payment.id, code, str(exc))
+        raise ProviderRefused(code) from exc
+    except TimeoutError as exc:
+        code = repository.OUTCOME_UNKNOWN
+        await _record_failure(
+            sessionmaker, payment.id, code, f"no answer within {PROVIDER_CALL_DEADLINE}"
+        )
         raise ProviderRefused(code) from exc
     return Created(await _record_opened(sessionmaker, payment.id, provider_fields), new=True)
 

@@ -27,7 +27,8 @@ from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 
 logger = logging.getLogger("cryptocheckout.webhooks")
 
-MAX_ATTEMPTS = 8
+# Enough for the retries to outlast a create call in flight (`payments.service.ABANDON_AFTER`).
+MAX_ATTEMPTS = 10
 # The first retries come fast: the usual cause is a payment whose creation commits a moment
 # after NOWPayments' first notification.
 RETRY_BASE = timedelta(milliseconds=200)
