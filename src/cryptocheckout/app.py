@@ -20,6 +20,8 @@ from cryptocheckout.kit.limits import BodySizeLimit
 from cryptocheckout.kit.problems import install_problem_handlers
 from cryptocheckout.kit.runtime import freeze_startup_heap
 from cryptocheckout.orders.router import router as orders_router
+from cryptocheckout.pages.router import router as pages_router
+from cryptocheckout.pages.router import static_files as pages_static
 from cryptocheckout.payments.router import router as payments_router
 from cryptocheckout.webhooks.ingest import NotificationStore
 from cryptocheckout.webhooks.router import IpnFastPath
@@ -81,4 +83,6 @@ def create_app(
     app.include_router(payments_router)
     app.include_router(webhooks_router)
     app.include_router(admin_router)
+    app.include_router(pages_router)
+    app.mount("/static", pages_static, name="static")
     return app
