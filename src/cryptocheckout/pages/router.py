@@ -39,6 +39,7 @@ from cryptocheckout.pages.security import (
 )
 from cryptocheckout.pages.views import (
     FINAL_KINDS,
+    STATUS_LABELS,
     Kind,
     balance,
     coins_amount,
@@ -46,6 +47,7 @@ from cryptocheckout.pages.views import (
     shop_payments,
     state_key,
     state_kind,
+    time_left,
 )
 from cryptocheckout.payments import service as payments
 from cryptocheckout.payments.models import Payment, PaymentKind
@@ -280,6 +282,7 @@ def _payment_view(settings: Settings, payment: Payment) -> dict[str, Any]:
         "extra_id_name": coins.extra_id_name(ticker),
         "expires_at": payment.expires_at,
         "seconds_left": _time_left(payment.expires_at),
+        "time_left": time_left(_time_left(payment.expires_at)),
         "qr": None,
         "sandbox_url": None,
     }
@@ -321,6 +324,7 @@ async def _order_page(
     context = {
         "title": f"Order {str(order.id)[:8]}",
         "order": order,
+        "status_label": STATUS_LABELS[order.status],
         "kind": kind.value,
         "state_key": key,
         "final": kind in FINAL_KINDS,
@@ -454,5 +458,10 @@ async def order_status(request: Request, order_id: str) -> JSONResponse:
         return JSONResponse({"status": None}, status_code=404, headers=headers)
     kind = state_kind(row.status, row.payment_status, row.payment_kind)
     key = state_key(kind, row.status, row.payment_id, row.payment_status, row.confirmations)
-    body = {"status": row.status.value, "key": key, "final": kind in FINAL_KINDS}
+    body = {
+        "status": row.status.value,
+        "label": STATUS_LABELS[row.status],
+        "key": key,
+        "final": kind in FINAL_KINDS,
+    }
     return JSONResponse(body, headers=headers)

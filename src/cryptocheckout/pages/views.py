@@ -79,6 +79,32 @@ def state_key(
     return f"{kind}|{order_status}|{payment}|{confirmations}"
 
 
+# What the status badge says; its data-order-status keeps the status itself.
+STATUS_LABELS = {
+    OrderStatus.CREATED: "awaiting payment",
+    OrderStatus.WAITING: "waiting for payment",
+    OrderStatus.CONFIRMING: "confirming",
+    OrderStatus.PAID: "paid",
+    OrderStatus.FULFILLED: "keys ready",
+    OrderStatus.UNDERPAID: "partly paid",
+    OrderStatus.EXPIRED: "expired",
+    OrderStatus.FAILED: "failed",
+    OrderStatus.REFUNDED: "refunded",
+}
+
+
+def time_left(seconds: int | None) -> str:
+    """Like the page's script writes it, for the first paint and for pages without script."""
+    if seconds is None:
+        return ""
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days} d {hours} h {minutes} min"
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
 CENT = Decimal("0.01")
 
 

@@ -24,8 +24,10 @@
       var end = Date.now() + 1000 * parseInt(el.getAttribute("data-countdown"), 10);
       function tick() {
         var left = Math.max(0, Math.round((end - Date.now()) / 1000));
-        var h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
-        el.textContent = (h ? h + " h " : "") + m + " min " + (s < 10 ? "0" : "") + s + " s";
+        var d = Math.floor(left / 86400), h = Math.floor((left % 86400) / 3600);
+        var m = Math.floor((left % 3600) / 60), s = left % 60;
+        el.textContent = d ? d + " d " + h + " h " + m + " min"
+          : (h ? h + " h " : "") + m + " min " + (s < 10 ? "0" : "") + s + " s";
         if (left > 0 && el.isConnected) { setTimeout(tick, 1000); }
       }
       tick();
@@ -46,7 +48,7 @@
         document.querySelectorAll("[data-order-status]").forEach(function (el) {
           if (el.getAttribute("data-order-status") !== body.status) {
             el.setAttribute("data-order-status", body.status);
-            el.textContent = body.status;
+            el.textContent = body.label;
             el.className = "badge status-" + body.status;
           }
         });
