@@ -6,6 +6,7 @@ beside the form fields they name. Every page carries the headers of `security.py
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -61,7 +62,8 @@ router = APIRouter(include_in_schema=False)
 
 INVOICE_CHOICE = "nowpayments"
 MAX_QUANTITY = 100
-PAYABLE = frozenset({Kind.CHOOSE, Kind.PAYING, Kind.INVOICE, Kind.RETRY, Kind.UNDERPAID})
+# States that change without the person doing anything: pages without script refresh.
+WAITING = frozenset({Kind.PAYING, Kind.INVOICE, Kind.CONFIRMING, Kind.PAID})
 
 
 class Static(StaticFiles):
@@ -184,10 +186,16 @@ def _field_name(loc: tuple[str | int, ...], item_fields: list[str]) -> str:
     return "items"
 
 
-def _friendly(field: str, message: str) -> str:
+def _friendly(field: str, issue: FieldIssue) -> str:
+    """The service's message in the customer's words (no SKUs, no schema jargon)."""
     if field == "email":
         return "Enter your e-mail address, like name@example.com: your keys are sent there."
-    return message[:1].upper() + message[1:]
+    if issue.code == "out_of_stock":
+        left = re.match(r"only (\d+)", issue.message)
+        return f"Only {left.group(1)} left in stock." if left else "Not enough in stock."
+    if issue.code in ("unknown_product", "inactive_product"):
+        return "This product is no longer for sale."
+    return issue.message[:1].upper() + issue.message[1:]
 
 
 @router.post("/checkout", response_class=HTMLResponse)
@@ -243,7 +251,7 @@ async def checkout(request: Request) -> Response:
         if field == "items" and not items:
             errors.setdefault("items", "Choose at least one product: set its quantity above 0.")
         else:
-            errors.setdefault(field, _friendly(field, issue.message))
+            errors.setdefault(field, _friendly(field, issue))
     return await _shop(request, csrf, values=values, errors=errors, status_code=422)
 
 
@@ -328,7 +336,7 @@ async def _order_page(
         "kind": kind.value,
         "state_key": key,
         "final": kind in FINAL_KINDS,
-        "payable": kind in PAYABLE,
+        "waiting": kind in WAITING,
         "coins": [t.upper() for t in merchant],
         "payment": _payment_view(settings, latest) if latest else None,
         "balance": balance(order, all_payments),
