@@ -6,6 +6,7 @@ coin lists, payments and invoices are the sandbox's own answers.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,8 +15,8 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cryptocheckout.app import create_app
 from cryptocheckout.catalogue import repository as catalogue
@@ -429,3 +430,23 @@ async def test_static_files_are_served_with_nosniff(pages: Pages) -> None:
         response = await pages.http.get(path)
         assert response.status_code == 200 and kind in response.headers["content-type"]
         assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_concurrent_polls_share_their_queries(pages: Pages, engine: AsyncEngine) -> None:
+    urls = [await pages.order() for _ in range(3)]
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "FROM orders" in statement:
+            statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        answers = await asyncio.gather(
+            *(pages.http.get(f"{url}/status") for url in urls for _ in range(10))
+        )
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    assert [a.status_code for a in answers] == [200] * 30
+    assert {a.json()["status"] for a in answers} == {"created"}
+    assert 1 <= len(statements) < 30

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from cryptocheckout.orders.models import Order, OrderStatus
 from cryptocheckout.payments.models import Payment, PaymentKind, PaymentStatus
@@ -33,8 +33,14 @@ class StatusRow:
     confirmations: int
 
 
-async def status_row(session: AsyncSession, order_id: uuid.UUID) -> StatusRow | None:
-    """The order's status and its latest shop-opened payment's, in one indexed query."""
+async def status_rows(
+    conn: AsyncConnection, order_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, StatusRow]:
+    """Each order's status and its latest shop-opened payment's: one indexed query for all.
+
+    Core rows on a bare connection (no session, no ORM objects): the poll of every open
+    order page comes here.
+    """
     latest = (
         select(Payment.id)
         .where(Payment.order_id == Order.id, Payment.parent_external_id.is_(None))
@@ -43,21 +49,30 @@ async def status_row(session: AsyncSession, order_id: uuid.UUID) -> StatusRow | 
         .correlate(Order)
         .scalar_subquery()
     )
-    row = (
-        await session.execute(
-            select(
-                Order.access_token,
-                Order.status,
-                Payment.id,
-                Payment.status,
-                Payment.kind,
-                Payment.confirmations,
-            )
-            .select_from(Order)
-            .outerjoin(Payment, Payment.id == latest)
-            .where(Order.id == order_id)
+    query = (
+        select(
+            Order.id,
+            Order.access_token,
+            Order.status,
+            Payment.id,
+            Payment.status,
+            Payment.kind,
+            Payment.confirmations,
         )
-    ).one_or_none()
-    if row is None:
-        return None
-    return StatusRow(row[0], row[1], row[2], row[3], row[4], row[5] or 0)
+        .select_from(Order)
+        .outerjoin(Payment, Payment.id == latest)
+        .where(Order.id.in_(order_ids))
+    )
+
+    rows = await conn.execute(query)
+    return {
+        row[0]: StatusRow(
+            row[1],
+            OrderStatus(row[2]),
+            row[3],
+            None if row[4] is None else PaymentStatus(row[4]),
+            None if row[5] is None else PaymentKind(row[5]),
+            row[6] or 0,
+        )
+        for row in rows
+    }

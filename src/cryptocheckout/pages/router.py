@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
@@ -26,7 +26,6 @@ from cryptocheckout.config import Settings
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.db import unit_of_work
 from cryptocheckout.kit.errors import DomainError, FieldIssue, OrderClosed, ProviderRefused
-from cryptocheckout.kit.security import tokens_match
 from cryptocheckout.orders import service as orders
 from cryptocheckout.orders.models import Order
 from cryptocheckout.orders.schemas import OrderCreate
@@ -447,29 +446,3 @@ def _differs(payment: Payment, pay_currency: str | None) -> bool:
     if pay_currency is None:
         return payment.kind is not PaymentKind.INVOICE
     return payment.kind is PaymentKind.INVOICE or (payment.pay_currency or "") != pay_currency
-
-
-# -- the status poll ------------------------------------------------------------------------
-
-
-@router.get("/orders/{order_id}/status")
-async def order_status(request: Request, order_id: str) -> JSONResponse:
-    """What the open page polls: one indexed query, a few bytes; the cookie authorises."""
-    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-    parsed = _parse_id(order_id)
-    token = request.cookies.get(order_cookie_name(parsed)) if parsed else None
-    if parsed is None or token is None:
-        return JSONResponse({"status": None}, status_code=404, headers=headers)
-    async with _sessionmaker(request)() as session:
-        row = await queries.status_row(session, parsed)
-    if row is None or not tokens_match(token, row.access_token):
-        return JSONResponse({"status": None}, status_code=404, headers=headers)
-    kind = state_kind(row.status, row.payment_status, row.payment_kind)
-    key = state_key(kind, row.status, row.payment_id, row.payment_status, row.confirmations)
-    body = {
-        "status": row.status.value,
-        "label": STATUS_LABELS[row.status],
-        "key": key,
-        "final": kind in FINAL_KINDS,
-    }
-    return JSONResponse(body, headers=headers)
