@@ -39,8 +39,8 @@ from cryptocheckout.pages.security import (
 )
 from cryptocheckout.pages.views import (
     FINAL_KINDS,
-    STATUS_LABELS,
     Kind,
+    badge,
     balance,
     coins_amount,
     money,
@@ -331,7 +331,7 @@ async def _order_page(
     context = {
         "title": f"Order {str(order.id)[:8]}",
         "order": order,
-        "status_label": STATUS_LABELS[order.status],
+        "badge": badge(kind, order.status),
         "kind": kind.value,
         "state_key": key,
         "final": kind in FINAL_KINDS,

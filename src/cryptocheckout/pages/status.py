@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cryptocheckout.kit.security import tokens_match
 from cryptocheckout.pages.queries import StatusRow, status_rows
 from cryptocheckout.pages.security import order_cookie_name
-from cryptocheckout.pages.views import FINAL_KINDS, STATUS_LABELS, state_key, state_kind
+from cryptocheckout.pages.views import FINAL_KINDS, badge, state_key, state_kind
 
 MAX_BATCH = 500
 
@@ -97,9 +97,11 @@ async def status_body(
     if row is None or not tokens_match(token, row.access_token):
         return None
     kind = state_kind(row.status, row.payment_status, row.payment_kind)
+    look, label = badge(kind, row.status)
     body = {
         "status": row.status.value,
-        "label": STATUS_LABELS[row.status],
+        "badge": look,
+        "label": label,
         "key": state_key(kind, row.status, row.payment_id, row.payment_status, row.confirmations),
         "final": kind in FINAL_KINDS,
     }

@@ -93,6 +93,14 @@ STATUS_LABELS = {
 }
 
 
+def badge(kind: Kind, status: OrderStatus) -> tuple[str, str]:
+    """The status badge's look and words: a new payment after `Try again` or an underpayment
+    is waited for, whatever status the order keeps (statuses only move forward)."""
+    if kind in (Kind.PAYING, Kind.INVOICE):
+        return "waiting", STATUS_LABELS[OrderStatus.WAITING]
+    return status.value, STATUS_LABELS[status]
+
+
 def time_left(seconds: int | None) -> str:
     """Like the page's script writes it, for the first paint and for pages without script."""
     if seconds is None:

@@ -46,11 +46,9 @@
       .then(function (body) {
         if (!body) { return null; }
         document.querySelectorAll("[data-order-status]").forEach(function (el) {
-          if (el.getAttribute("data-order-status") !== body.status) {
-            el.setAttribute("data-order-status", body.status);
-            el.textContent = body.label;
-            el.className = "badge status-" + body.status;
-          }
+          el.setAttribute("data-order-status", body.status);
+          el.textContent = body.label;
+          el.className = "badge status-" + body.badge;
         });
         if (body.key !== state.getAttribute("data-state-key")) { return reloadState(); }
         return null;
