@@ -24,12 +24,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cryptocheckout.app import create_app
 from cryptocheckout.catalogue import repository as catalogue
-from cryptocheckout.catalogue.models import Product
+from cryptocheckout.catalogue.models import LicenceKey, Product
 from cryptocheckout.config import Settings
 from cryptocheckout.nowpayments.sandbox import SandboxConfig, create_sandbox_app
 from cryptocheckout.payments.models import Payment, PaymentStatus
@@ -309,6 +309,7 @@ async def test_a_memo_coin_shows_its_tag_and_switching_abandons_the_first_paymen
     order_id = await checkout(page, shop)
     first = await choose_coin(page, "ETH")
     await page.get_by_text("Pay with another coin").click()
+    await check_page(page, "order-paying-eth-switching", shop)
     await page.get_by_role("button", name="XRP", exact=True).click()
     await expect(page.get_by_role("heading", name=re.compile("XRP"))).to_be_visible()
     tag = page.locator("[data-pay-extra-id]")
@@ -359,6 +360,33 @@ async def test_expired_offers_try_again_which_opens_a_new_payment(
     first, second = await shop.payments(order_id)
     assert first.status is PaymentStatus.EXPIRED and second.status is PaymentStatus.WAITING
     assert second.pay_currency == "doge"
+
+
+async def test_a_failed_payment_offers_try_again(shop: Shop, customer: Customer) -> None:
+    page = customer.page
+    await checkout(page, shop)
+    external_id = await choose_coin(page, "TRX")
+    shop.drive(external_id, "failed")
+    await expect(status_of(page)).to_have_attribute("data-order-status", "failed")
+    await expect(page.get_by_role("heading", name="The payment did not go through")).to_be_visible()
+    await expect(page.get_by_role("button", name="Try again")).to_be_visible()
+    await check_page(page, "order-failed", shop)
+
+
+async def test_paid_while_keys_are_short_says_the_keys_are_coming(
+    shop: Shop, customer: Customer
+) -> None:
+    page = customer.page
+    await checkout(page, shop)
+    external_id = await choose_coin(page, "BTC")
+    # The last keys went elsewhere meanwhile: fulfilment waits for stock, the order stays paid.
+    async with shop.sessionmaker() as session:
+        await session.execute(delete(LicenceKey))
+        await session.commit()
+    shop.drive(external_id, "finished")
+    await expect(status_of(page)).to_have_attribute("data-order-status", "paid")
+    await expect(page.get_by_role("heading", name="Payment received")).to_be_visible()
+    await check_page(page, "order-paid", shop)
 
 
 async def test_the_hosted_invoice_and_the_way_back(shop: Shop, customer: Customer) -> None:
@@ -414,6 +442,12 @@ async def test_without_javascript_the_purchase_works_with_refreshes(
         # Copy buttons need JavaScript: without it they stay hidden.
         await expect(page.get_by_role("button", name="Copy address")).to_be_hidden()
         assert await page.locator('noscript meta[http-equiv="refresh"]').count() == 1
+        if shop.dialect == "sqlite":
+            for width in WIDTHS:
+                await page.set_viewport_size({"width": width, "height": 900})
+                await page.screenshot(
+                    path=SCREENS / f"order-paying-nojs-{width}.png", full_page=True
+                )
         shop.drive(external_id, "finished")
         for _ in range(50):
             await page.get_by_role("link", name="Refresh").click()
