@@ -203,6 +203,8 @@ async def test_checkout_without_a_valid_csrf_token_is_refused(
         ({"email": "not-an-address", "GAME": "1"}, "email", "e-mail address"),
         ({"email": "a@example.com", "GAME": "many"}, "GAME", "whole number"),
         ({"email": "a@example.com", "GAME": "-1"}, "GAME", "whole number"),
+        ({"email": "a@example.com", "GAME": "\u00b2"}, "GAME", "whole number"),
+        ({"email": "a@example.com", "GAME": "9" * 5000}, "GAME", "whole number"),
         ({"email": "a@example.com", "GAME": "0"}, "items", "at least one product"),
         ({"email": "a@example.com", "GAME": "4"}, "GAME", "Only 3 left"),
         ({"email": "a@example.com", "SOLDOUT": "1"}, "SOLDOUT", "Only 0 left"),

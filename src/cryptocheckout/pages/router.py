@@ -61,6 +61,8 @@ router = APIRouter(include_in_schema=False)
 
 INVOICE_CHOICE = "nowpayments"
 MAX_QUANTITY = 100
+# States that offer coins; the others need no call to NOWPayments' coin list.
+PAYABLE = frozenset({Kind.CHOOSE, Kind.PAYING, Kind.INVOICE, Kind.RETRY, Kind.UNDERPAID})
 # States that change without the person doing anything: pages without script refresh.
 WAITING = frozenset({Kind.PAYING, Kind.INVOICE, Kind.CONFIRMING, Kind.PAID})
 
@@ -220,7 +222,7 @@ async def checkout(request: Request) -> Response:
     for product in products:
         field = f"qty-{product.id}"
         text = form.get(field, "0").strip() or "0"
-        if not text.isdigit() or int(text) > MAX_QUANTITY:
+        if not (text.isascii() and text.isdigit() and len(text) <= 3) or int(text) > MAX_QUANTITY:
             errors[field] = f"Enter a whole number from 0 to {MAX_QUANTITY}."
             continue
         if int(text) > 0:
@@ -326,7 +328,9 @@ async def _order_page(
         latest.status if latest else None,
         latest.confirmations if latest else 0,
     )
-    merchant = await _merchant_coins(request).get(request.app.state.nowpayments)
+    merchant: tuple[str, ...] = ()
+    if kind in PAYABLE:
+        merchant = await _merchant_coins(request).get(request.app.state.nowpayments)
     csrf = Csrf(request, settings)
     context = {
         "title": f"Order {str(order.id)[:8]}",
