@@ -406,8 +406,13 @@ async def test_the_hosted_invoice_and_the_way_back(shop: Shop, customer: Custome
     await page.get_by_label("Bitcoin (BTC)").check()
     await page.get_by_role("button", name="Continue").click()
     await page.get_by_role("button", name="Pay in full").click()
-    await page.goto(f"{shop.url}/orders/{order_id}")
+    # NOWPayments' page (the sandbox's, refreshing itself) links back to the order page.
+    back = page.get_by_role("link", name="Return to the shop")
+    await expect(back).to_have_attribute("href", f"{shop.url}/orders/{order_id}")
+    await back.click()
+    await page.wait_for_url(f"{shop.url}/orders/{order_id}")
     await expect(status_of(page)).to_have_attribute("data-order-status", "fulfilled")
+    await expect(page.get_by_role("heading", name="Your keys are ready")).to_be_visible()
 
 
 async def test_another_browser_without_the_token_sees_not_found(
