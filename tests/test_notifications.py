@@ -587,3 +587,34 @@ async def test_an_unknown_payment_after_a_crash_is_confirmed_for_adoption(
         )
     assert job.payload == {"external_id": "4546", "order_id": str(paying.order_id)}
     assert job.subject_id == paying.order_id
+
+
+async def test_an_abandoned_payment_expiring_leaves_the_orders_new_payment_alone(
+    flow: Flow, sessionmaker: Sessions
+) -> None:
+    """The customer switched coin: the old payment's expiry is not the order's."""
+    paying = await paying_order(sessionmaker)
+    async with sessionmaker() as session:
+        old = await session.get(Payment, paying.payment_id)
+        assert old is not None
+        old.status = PaymentStatus.FAILED  # abandoned by the switch
+        session.add(
+            Payment(
+                order_id=paying.order_id,
+                kind=PaymentKind.PAYMENT,
+                external_id="8080",
+                status=PaymentStatus.WAITING,
+                price_amount=paying.price,
+                price_currency="USD",
+                pay_currency="eth",
+                pay_amount=Decimal("0.01"),
+            )
+        )
+        await session.commit()
+    await flow.send(paying, "expired")
+    await flow.drain()
+    assert (await flow.state(paying))[0] is OrderStatus.WAITING
+    # Money that still arrives on the old one pays the order.
+    await flow.send(paying, "finished")
+    await flow.drain()
+    assert (await flow.state(paying))[0] is OrderStatus.FULFILLED

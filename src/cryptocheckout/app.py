@@ -21,6 +21,9 @@ from cryptocheckout.kit.limits import BodySizeLimit
 from cryptocheckout.kit.problems import install_problem_handlers
 from cryptocheckout.kit.runtime import freeze_startup_heap
 from cryptocheckout.orders.router import router as orders_router
+from cryptocheckout.pages.router import router as pages_router
+from cryptocheckout.pages.router import static_files as pages_static
+from cryptocheckout.pages.status import OrderStatusFastPath
 from cryptocheckout.payments.router import router as payments_router
 from cryptocheckout.webhooks.ingest import NotificationStore
 from cryptocheckout.webhooks.router import IpnFastPath
@@ -72,7 +75,9 @@ def create_app(
     )
     app.state.settings = settings
     install_problem_handlers(app)
-    # Starlette runs the last added middleware first: access log, body limit, IPN fast path.
+    # Starlette runs the last added middleware first: access log, body limit, IPN fast path,
+    # the order pages' status poll.
+    app.add_middleware(OrderStatusFastPath)
     app.add_middleware(IpnFastPath)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)
@@ -83,4 +88,6 @@ def create_app(
     app.include_router(payments_router)
     app.include_router(webhooks_router)
     app.include_router(admin_router)
+    app.include_router(pages_router)
+    app.mount("/static", pages_static, name="static")
     return app

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = 0.1
     # An open payment with no news for this long is looked up at NOWPayments (a lost IPN).
     reconcile_after_seconds: float = 600.0
+    # The customer pages: the shop's name and the address customers write to.
+    shop_name: str = "cryptocheckout demo shop"
+    support_email: str = "support@example.com"
+    # The order page links each payment to the offline sandbox's page for it (the demo).
+    sandbox_pay_pages: bool = False
 
     @field_validator("nowpayments_base", "public_base_url")
     @classmethod

@@ -63,6 +63,7 @@ async def run_demo(*, host: str, port: int, sandbox_port: int) -> None:
         nowpayments_callback_url=f"{shop_url}/api/webhooks/nowpayments",
         public_base_url=shop_url,
         admin_token=secrets.token_urlsafe(18),
+        sandbox_pay_pages=True,
     )
     await asyncio.to_thread(upgrade, settings.database_url)
     await seed(settings)
@@ -90,12 +91,12 @@ async def run_demo(*, host: str, port: int, sandbox_port: int) -> None:
     ]
     print(
         "\ncryptocheckout demo (SQLite ./var/demo.db, offline NOWPayments sandbox)\n"
+        f"  the shop:            {shop_url}/   <- open this and buy a key\n"
         f"  shop API and docs:   {shop_url}/docs\n"
-        f"  products:            {shop_url}/api/products\n"
         f"  sandbox:             {sandbox_url}/\n"
         f"  admin token:         {settings.admin_token.get_secret_value()}\n"
-        "  Create an order (POST /api/orders), then a payment (POST /api/payments) without\n"
-        "  pay_currency, and open its payment_url: the sandbox's page lets you pay.\n",
+        "  Pick a product, check out, choose a coin: the order page links to the sandbox's\n"
+        "  page for the payment, where you pay in full, less, late, or let it expire.\n",
         flush=True,
     )
     await asyncio.gather(*(server.serve() for server in servers))

@@ -27,6 +27,7 @@ from cryptocheckout.payments.service import ABANDON_AFTER
 from cryptocheckout.payments.state_machine import (
     PAID,
     PROVIDER_OUTCOMES,
+    UNDERPAID,
     Verdict,
     judge_finished,
     move_order,
@@ -117,9 +118,11 @@ async def apply_provider_state(
         _record_provider_fields(payment, info, raw_payload)
         if verdict.review_reason:
             _flag(payment, verdict.review_reason)
-    order_moved = await move_order(
-        session, order, verdict.outcome.order, cause=cause, cause_ref=ref, note=note
-    )
+    order_moved = False
+    if verdict.outcome in (PAID, UNDERPAID) or not await _superseded(session, payment):
+        order_moved = await move_order(
+            session, order, verdict.outcome.order, cause=cause, cause_ref=ref, note=note
+        )
     if moved and verdict.outcome == PAID and not order_moved:
         # Paid again (a repeated deposit, another payment on the invoice): never a second
         # fulfilment, but staff should know money arrived twice.
@@ -129,6 +132,14 @@ async def apply_provider_state(
     # A stale or repeated status: run through the state machine, changed nothing. (An exact
     # redelivery never gets here: it is counted on its original log row at the endpoint.)
     return Applied(Result.PROCESSED, "no change: stale or repeated status", str(payment.id))
+
+
+async def _superseded(session: AsyncSession, payment: Payment) -> bool:
+    """Whether the order has another open payment (the customer switched coin or asked
+    again): that this one expired, failed or is confirming is not the order's news any more.
+    Money that arrived on it still counts (it pays, or leaves the order underpaid)."""
+    current = await repository.open_for_order(session, payment.order_id)
+    return current is not None and current.id != payment.id
 
 
 def _expected_pay_amount(payment: Payment, info: PaymentInfo) -> Decimal | None:

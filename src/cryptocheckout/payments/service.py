@@ -94,6 +94,34 @@ async def _open_or_record(
         return Created(payment, new=True)
 
 
+async def abandon_unpaid(
+    sessionmaker: async_sessionmaker[AsyncSession], *, order_id: uuid.UUID, token: str | None
+) -> bool:
+    """The customer chose another coin (or the hosted invoice) before anything arrived.
+
+    Their open payment ends `failed`, noted as abandoned, so that another may open. Nothing is
+    lost if money still arrives on it: its notifications move it forward as usual (failed <
+    confirming < finished), paying the order if unpaid, else flagging it for staff. False when
+    there is no open payment, or something has been seen on it already (it stays).
+    """
+    async with unit_of_work(sessionmaker) as session:
+        order = await orders.lock(session, order_id)
+        if order is None or not tokens_match(token, order.access_token):
+            raise NotFound("order")
+        existing = await repository.open_for_order(session, order.id)
+        untouched = (PaymentStatus.CREATED, PaymentStatus.WAITING)
+        if existing is None or existing.status not in untouched or existing.actually_paid:
+            return False
+        await move_payment(
+            session,
+            existing,
+            PaymentStatus.FAILED,
+            cause=ChangeCause.API,
+            note="abandoned: the customer chose another way to pay",
+        )
+        return True
+
+
 # The longest a create call to NOWPayments may take, retries included; after it, its outcome
 # is unknown (NOWPayments may or may not have created the payment).
 PROVIDER_CALL_DEADLINE = timedelta(seconds=20)
@@ -154,8 +182,9 @@ async def create_payment(
                 "provider_status": str(answer.payment_status),
             }
         else:
-            # No success/cancel URLs yet: the customer's order page (which needs the order's
-            # token, never sent to a third party) arrives with the storefront pages.
+            # NOWPayments' page sends the customer back to the order page. Its URL never
+            # carries the order's token: the customer's browser holds it in a cookie.
+            order_page = f"{settings.public_base_url}/orders/{payment.order_id}"
             invoice = await asyncio.wait_for(
                 client.create_invoice(
                     payment.price_amount,
@@ -163,6 +192,8 @@ async def create_payment(
                     ipn_callback_url=settings.nowpayments_callback_url,
                     order_id=str(payment.order_id),
                     order_description=description,
+                    success_url=order_page,
+                    cancel_url=order_page,
                 ),
                 PROVIDER_CALL_DEADLINE.total_seconds(),
             )

@@ -1,0 +1,1 @@
+"""The customer pages: the storefront, checkout and the order page, rendered on the server."""
