@@ -1,4 +1,11 @@
-"""Every error is application/problem+json (RFC 9457): type, title, status, detail, errors."""
+"""Every error is application/problem+json (RFC 9457): type, title, status, detail, errors.
+
+A database that does not answer (refused, hung past the engine's timeouts, pool exhausted,
+SQLite locked past its busy timeout) is 503 with Retry-After, never 500. These handlers run
+inside the app and return normally, so the connection stays usable for the client's next
+request; only an unexpected error is 500, and that response says `Connection: close`
+because the server closes the connection after it.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +17,17 @@ from typing import Any, cast
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cryptocheckout.kit.errors import DomainError, ProviderRefused
+from cryptocheckout.kit.logsafe import FailureLog
 
 logger = logging.getLogger("cryptocheckout.http")
+failures = FailureLog(logger)
+
+# What a client should wait before retrying during a database outage, in seconds.
+OUTAGE_RETRY_AFTER = "5"
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -132,9 +145,52 @@ async def _handle_http(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(Problem(exc.status_code, detail, headers=exc.headers))
 
 
+def is_database_outage(exc: BaseException) -> bool:
+    """True when `exc` says the database (or the network to it) does not answer."""
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True  # pool timeout; refused, dropped or locked connections
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    # asyncpg's connect errors (refused, connect timeout) and its command timeout arrive
+    # unwrapped; TimeoutError is an OSError.
+    return isinstance(exc, OSError)
+
+
+def database_unavailable() -> Problem:
+    return Problem(
+        503,
+        "The database does not answer; try again shortly.",
+        type_="database-unavailable",
+        headers={"Retry-After": OUTAGE_RETRY_AFTER},
+    )
+
+
+async def _handle_database(request: Request, exc: Exception) -> JSONResponse:
+    where = (request.method, request.url.path)
+    if is_database_outage(exc):
+        failures.failure(exc, "database unavailable on %s %s", *where)
+        return problem_response(database_unavailable())
+    failures.failure(exc, "unhandled database error on %s %s", *where)
+    return _internal_error()
+
+
+def _internal_error() -> JSONResponse:
+    return problem_response(
+        Problem(
+            500,
+            "An unexpected error occurred.",
+            type_="internal-error",
+            headers={"Connection": "close"},
+        )
+    )
+
+
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem_response(Problem(500, "An unexpected error occurred.", type_="internal-error"))
+    if is_database_outage(exc):  # raised where the handlers above do not reach (middleware)
+        failures.failure(exc, "database unavailable on %s %s", request.method, request.url.path)
+        return problem_response(database_unavailable())
+    failures.failure(exc, "unhandled error on %s %s", request.method, request.url.path)
+    return _internal_error()
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -142,4 +198,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _handle_domain)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
+    # Database and network errors are handled here, inside the app; `Exception` is handled by
+    # Starlette's outermost middleware, which answers and then re-raises to the server.
+    app.add_exception_handler(sa_exc.SQLAlchemyError, _handle_database)
+    app.add_exception_handler(OSError, _handle_database)
     app.add_exception_handler(Exception, _handle_unexpected)

@@ -19,12 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.dialects import dialect_name
 from cryptocheckout.kit.jobs import backoff
+from cryptocheckout.kit.logsafe import FailureLog
 from cryptocheckout.kit.metrics import REGISTRY
 from cryptocheckout.payments.models import ChangeCause
 from cryptocheckout.payments.notifications import Applied, Result, apply_notification
 from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 
 logger = logging.getLogger("cryptocheckout.webhooks")
+# During an outage every notification fails the same way: one line each, a traceback a minute.
+failures = FailureLog(logger)
 
 MAX_ATTEMPTS = 8
 # The first retries come fast: the usual cause is a payment whose creation commits a moment
@@ -91,7 +94,7 @@ async def process_next(sessionmaker: async_sessionmaker[AsyncSession], tolerance
     except Exception as exc:
         if log_id is None:
             raise
-        logger.exception("applying notification %s failed", log_id)
+        failures.failure(exc, "applying notification %s failed", log_id)
         await _record_error(sessionmaker, log_id, f"{type(exc).__name__}: {exc}")
         return True
 
@@ -137,7 +140,7 @@ async def replay(
             await session.commit()
             return log
     except Exception as exc:
-        logger.exception("replaying notification %s failed", log_id)
+        failures.failure(exc, "replaying notification %s failed", log_id)
         await _record_error(sessionmaker, log_id, f"{type(exc).__name__}: {exc}", reopen=True)
         async with sessionmaker() as session:
             return await session.get(WebhookLog, log_id)

@@ -1,0 +1,125 @@
+"""A database that does not answer: every endpoint 503 problem+json within seconds, the
+connection still usable, and the log one line per failure (a traceback once per cause)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from cryptocheckout.app import create_app
+from cryptocheckout.config import Mode, Settings
+from cryptocheckout.kit.serving import server_config
+from tests.support.servers import free_port, hung_listener, serve_config_in_thread
+
+ADMIN_TOKEN = "outage-admin-token-0123456789abcdef"
+ORDER = "00000000-0000-4000-8000-000000000000"
+# (method, path, JSON body, headers): every kind of endpoint that needs the database.
+ENDPOINTS = [
+    ("GET", "/api/products", None, {}),
+    ("GET", f"/api/orders/{ORDER}", None, {"X-Order-Token": "t" * 40}),
+    (
+        "POST",
+        "/api/orders",
+        {"email": "buyer@example.com", "items": [{"product_id": ORDER, "quantity": 1}]},
+        {"Idempotency-Key": "outage-1"},
+    ),
+    ("POST", "/api/payments", {"order_id": ORDER, "pay_currency": None}, {"X-Order-Token": "t"}),
+    ("GET", "/api/admin/payments", None, {"Authorization": f"Bearer {ADMIN_TOKEN}"}),
+    ("GET", "/api/admin/webhook-logs", None, {"Authorization": f"Bearer {ADMIN_TOKEN}"}),
+    ("GET", "/api/admin/jobs", None, {"Authorization": f"Bearer {ADMIN_TOKEN}"}),
+    (
+        "POST",
+        "/api/admin/products",
+        {"sku": "X-1", "name": "X", "price": "1.00", "currency": "USD"},
+        {"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    ),
+]
+
+
+def _settings(database_url: str) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        mode=Mode.TEST,
+        database_url=database_url,
+        admin_token=ADMIN_TOKEN,
+        nowpayments_api_key="test-api-key",
+        nowpayments_ipn_secret="test-ipn-secret",
+    )
+
+
+@contextmanager
+def _dead_database(kind: str) -> Iterator[str]:
+    if kind == "refused":
+        yield f"postgresql://postgres@127.0.0.1:{free_port()}/shop"
+        return
+    with hung_listener() as port:
+        yield f"postgresql://postgres@127.0.0.1:{port}/shop"
+
+
+def _request(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    body: object,
+    headers: dict[str, str],
+) -> tuple[int, dict[str, str], bytes]:
+    data = json.dumps(body).encode() if body is not None else None
+    sent = {**headers, **({"Content-Type": "application/json"} if data else {})}
+    conn.request(method, path, body=data, headers=sent)
+    response = conn.getresponse()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+
+
+@pytest.mark.parametrize("kind", ["refused", "hung"])
+def test_every_endpoint_answers_503_and_keeps_the_connection(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    endpoints = ENDPOINTS if kind == "refused" else ENDPOINTS[:3]  # each hung one waits 3 s
+    with (
+        _dead_database(kind) as url,
+        serve_config_in_thread(
+            server_config(
+                create_app(_settings(url)),
+                host="127.0.0.1",
+                port=free_port(),
+                log_level="warning",
+                loop="asyncio",
+            )
+        ) as base,
+        caplog.at_level(logging.ERROR, logger="cryptocheckout"),
+    ):
+        address = urlsplit(base)
+        conn = http.client.HTTPConnection(address.hostname or "", address.port, timeout=20)
+        _request(conn, "GET", "/healthz", None, {})
+        sock = conn.sock
+        for method, path, body, headers in endpoints:
+            status, got, raw = _request(conn, method, path, body, headers)
+            assert status == 503, (path, status, raw)
+            assert got["content-type"] == "application/problem+json"
+            assert got["retry-after"] == "5"
+            assert json.loads(raw)["type"] == "database-unavailable"
+            assert got.get("connection", "").lower() != "close"
+        # The same connection, still open, answers the next request.
+        assert _request(conn, "GET", "/healthz", None, {})[0] == 200
+        assert conn.sock is sock
+        conn.close()
+    failures = [r for r in caplog.records if r.name == "cryptocheckout.http"]
+    assert len(failures) == len(endpoints)
+    assert len([r for r in failures if r.exc_info]) == 1, "one traceback per cause"
+
+
+async def test_asgi_client_sees_503_when_the_database_refuses() -> None:
+    app = create_app(_settings(f"postgresql://postgres@127.0.0.1:{free_port()}/shop"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as c:
+            for method, path, body, headers in ENDPOINTS:
+                response = await c.request(method, path, json=body, headers=headers)
+                assert response.status_code == 503, (path, response.text)
