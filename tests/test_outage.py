@@ -3,6 +3,7 @@ connection still usable, and the log one line per failure (a traceback once per 
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import logging
@@ -15,6 +16,7 @@ import pytest
 
 from cryptocheckout.app import create_app
 from cryptocheckout.config import Mode, Settings
+from cryptocheckout.kit.logsafe import FailureLog
 from cryptocheckout.kit.serving import server_config
 from tests.support.servers import free_port, hung_listener, serve_config_in_thread
 
@@ -41,6 +43,17 @@ ENDPOINTS = [
         {"Authorization": f"Bearer {ADMIN_TOKEN}"},
     ),
 ]
+
+
+@pytest.fixture(autouse=True)
+def fresh_failure_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no cause seen yet (the logs remember causes for a minute)."""
+    from cryptocheckout import worker
+    from cryptocheckout.kit import jobs, problems
+    from cryptocheckout.webhooks import processor
+
+    for module in (problems, worker, jobs, processor):
+        monkeypatch.setattr(module, "failures", FailureLog(module.failures.logger))
 
 
 def _settings(database_url: str) -> Settings:
@@ -123,3 +136,59 @@ async def test_asgi_client_sees_503_when_the_database_refuses() -> None:
             for method, path, body, headers in ENDPOINTS:
                 response = await c.request(method, path, json=body, headers=headers)
                 assert response.status_code == 503, (path, response.text)
+
+
+async def test_a_worker_in_an_outage_logs_each_round_once_and_one_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from cryptocheckout.kit.db import create_engine, create_sessionmaker
+    from cryptocheckout.worker import Worker
+
+    engine = create_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/shop")
+    worker = Worker(create_sessionmaker(engine), poll_interval=0.01)
+    stop = asyncio.Event()
+
+    def rounds() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "worker round failed" in r.getMessage()]
+
+    def worker_records() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "cryptocheckout.worker"]
+
+    with caplog.at_level(logging.ERROR, logger="cryptocheckout"):
+        task = asyncio.create_task(worker.run(stop))
+        for _ in range(500):
+            if len(rounds()) >= 5:
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        await task
+    await engine.dispose()
+    assert len(rounds()) >= 5
+    # Housekeeping and the rounds fail alike (connection refused): one traceback for both.
+    assert len([r for r in worker_records() if r.exc_info]) == 1
+    assert "ConnectionRefusedError" in rounds()[-1].getMessage()
+
+
+def test_failure_log_repeats_the_traceback_once_per_cause_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    failures = FailureLog(
+        logging.getLogger("cryptocheckout.test"), interval=60, clock=lambda: now[0]
+    )
+
+    def fail(exc: Exception) -> None:
+        try:
+            raise exc
+        except Exception as raised:
+            failures.failure(raised, "doing %s failed", "x")
+
+    with caplog.at_level(logging.ERROR, logger="cryptocheckout.test"):
+        for _ in range(3):
+            fail(ValueError("a"))
+        fail(KeyError("b"))  # another cause: its own traceback
+        now[0] = 61.0
+        fail(ValueError("a"))
+    traced = [bool(r.exc_info) for r in caplog.records]
+    assert traced == [True, False, False, True, True]
+    assert "2 more like it" in caplog.records[-1].getMessage()
