@@ -192,3 +192,49 @@ def test_failure_log_repeats_the_traceback_once_per_cause_per_interval(
     traced = [bool(r.exc_info) for r in caplog.records]
     assert traced == [True, False, False, True, True]
     assert "2 more like it" in caplog.records[-1].getMessage()
+
+
+async def test_an_exhausted_pool_is_503_not_a_wait(
+    settings: Settings, database_url: str, sessionmaker: object
+) -> None:
+    from cryptocheckout.kit.db import create_engine
+
+    engine = create_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=0.5)
+    app = create_app(settings, engine=engine)
+    try:
+        async with app.router.lifespan_context(app), engine.connect() as held:
+            await held.exec_driver_sql("SELECT 1")  # the pool's only connection, taken
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as c:
+                response = await c.get("/api/products")
+        assert response.status_code == 503
+        assert response.json()["type"] == "database-unavailable"
+    finally:
+        await engine.dispose()
+
+
+async def test_a_locked_sqlite_database_is_503_after_the_busy_timeout(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from cryptocheckout.kit import db
+    from cryptocheckout.kit.migrate import upgrade
+
+    path = f"{tmp_path}/locked.db"
+    await asyncio.to_thread(upgrade, f"sqlite:///{path}")
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    app = create_app(_settings(f"sqlite:///{path}"))
+    other = sqlite3.connect(path, isolation_level=None)  # another process's writer
+    try:
+        async with app.router.lifespan_context(app):
+            other.execute("BEGIN IMMEDIATE")
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as c:
+                response = await c.get("/api/products")
+                assert response.status_code == 503, response.text
+                assert response.headers["retry-after"] == "5"
+                other.execute("ROLLBACK")
+                assert (await c.get("/api/products")).status_code == 200
+    finally:
+        other.close()
