@@ -18,7 +18,12 @@ from cryptocheckout.app import create_app
 from cryptocheckout.config import Mode, Settings
 from cryptocheckout.kit.logsafe import FailureLog
 from cryptocheckout.kit.serving import server_config
-from tests.support.servers import free_port, hung_listener, serve_config_in_thread
+from tests.support.servers import (
+    free_port,
+    freezable_proxy,
+    hung_listener,
+    serve_config_in_thread,
+)
 
 ADMIN_TOKEN = "outage-admin-token-0123456789abcdef"
 ORDER = "00000000-0000-4000-8000-000000000000"
@@ -238,3 +243,37 @@ async def test_a_locked_sqlite_database_is_503_after_the_busy_timeout(
                 assert (await c.get("/api/products")).status_code == 200
     finally:
         other.close()
+
+
+async def test_a_database_that_hangs_mid_session_is_503_then_recovers(
+    tmp_path: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    from cryptocheckout.kit.migrate import upgrade
+    from tests.conftest import fresh_database
+
+    async with fresh_database("postgresql", tmp_path) as real_url:
+        await asyncio.to_thread(upgrade, real_url)
+        real = make_url(real_url)
+        with freezable_proxy(real.port or 5432) as (port, frozen):
+            settings = _settings(real.set(port=port).render_as_string(hide_password=False))
+            settings.database_command_timeout_seconds = 2.0
+            config = server_config(
+                create_app(settings),
+                host="127.0.0.1",
+                port=free_port(),
+                log_level="warning",
+                loop="asyncio",
+            )
+            with serve_config_in_thread(config) as base:
+                address = urlsplit(base)
+                conn = http.client.HTTPConnection(address.hostname or "", address.port, timeout=30)
+                get = ("GET", "/api/products", None, {})
+                assert (await asyncio.to_thread(_request, conn, *get))[0] == 200
+                frozen.set()  # the server stops answering, its connections stay open
+                status, _headers, _ = await asyncio.to_thread(_request, conn, *get)
+                assert status == 503
+                frozen.clear()
+                assert (await asyncio.to_thread(_request, conn, *get))[0] == 200
+                conn.close()

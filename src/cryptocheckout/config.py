@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     # A database that does not answer fails a request with 503 within these bounds (seconds):
     # opening a connection, one statement (PostgreSQL), waiting for a pooled connection.
     database_connect_timeout_seconds: float = 3.0
-    database_command_timeout_seconds: float = 10.0
+    database_command_timeout_seconds: float = 5.0
     database_pool_timeout_seconds: float = 3.0
     # A client must send a request's headers, then its body, within these (seconds); a slow
     # client is cut off (headers) or answered 408 (body) instead of holding a connection.
