@@ -277,3 +277,32 @@ async def test_a_database_that_hangs_mid_session_is_503_then_recovers(
                 frozen.clear()
                 assert (await asyncio.to_thread(_request, conn, *get))[0] == 200
                 conn.close()
+
+
+def test_an_unexpected_error_is_one_500_and_the_connection_stays_usable(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(settings)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    config = server_config(
+        app, host="127.0.0.1", port=free_port(), log_level="warning", loop="asyncio"
+    )
+    with (
+        serve_config_in_thread(config) as base,
+        caplog.at_level(logging.ERROR),
+    ):
+        address = urlsplit(base)
+        conn = http.client.HTTPConnection(address.hostname or "", address.port, timeout=20)
+        for _ in range(3):
+            status, _headers, raw = _request(conn, "GET", "/boom", None, {})
+            assert status == 500
+            assert json.loads(raw)["type"] == "internal-error"
+        assert _request(conn, "GET", "/healthz", None, {})[0] == 200
+        conn.close()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.name for r in errors] == ["cryptocheckout.http"] * 3  # nothing from uvicorn
+    assert len([r for r in errors if r.exc_info]) == 1

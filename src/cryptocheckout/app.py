@@ -19,7 +19,7 @@ from cryptocheckout.kit.accesslog import AccessLog
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
 from cryptocheckout.kit.headers import SecurityHeaders
 from cryptocheckout.kit.limits import BodySizeLimit
-from cryptocheckout.kit.problems import install_problem_handlers
+from cryptocheckout.kit.problems import UnhandledErrors, install_problem_handlers
 from cryptocheckout.kit.runtime import freeze_startup_heap
 from cryptocheckout.kit.serving import BodyDeadline
 from cryptocheckout.orders.router import router as orders_router
@@ -78,13 +78,14 @@ def create_app(
     )
     app.state.settings = settings
     install_problem_handlers(app)
-    # Starlette runs the last added middleware first: access log, headers, body deadline,
-    # body limit, IPN fast path.
+    # Starlette runs the last added middleware first: unhandled errors, access log, headers,
+    # body deadline, body limit, IPN fast path.
     app.add_middleware(IpnFastPath)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(BodyDeadline, seconds=settings.request_body_timeout_seconds)
     app.add_middleware(SecurityHeaders, no_store_prefixes=NO_STORE_PREFIXES)
     app.add_middleware(AccessLog)
+    app.add_middleware(UnhandledErrors)
     app.include_router(health.router)
     app.include_router(catalogue_router)
     app.include_router(orders_router)

@@ -1,10 +1,10 @@
 """Every error is application/problem+json (RFC 9457): type, title, status, detail, errors.
 
 A database that does not answer (refused, hung past the engine's timeouts, pool exhausted,
-SQLite locked past its busy timeout) is 503 with Retry-After, never 500. These handlers run
-inside the app and return normally, so the connection stays usable for the client's next
-request; only an unexpected error is 500, and that response says `Connection: close`
-because the server closes the connection after it.
+SQLite locked past its busy timeout) is 503 with Retry-After, never 500; an unexpected error
+is 500. Either way the error is answered and logged here and goes no further: an exception
+that reaches the server makes it log a traceback of its own and drop the connection, which
+the client's next request on it would find closed.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cryptocheckout.kit.errors import DomainError, ProviderRefused
 from cryptocheckout.kit.logsafe import FailureLog
@@ -175,14 +176,7 @@ async def _handle_database(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _internal_error() -> JSONResponse:
-    return problem_response(
-        Problem(
-            500,
-            "An unexpected error occurred.",
-            type_="internal-error",
-            headers={"Connection": "close"},
-        )
-    )
+    return problem_response(Problem(500, "An unexpected error occurred.", type_="internal-error"))
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -193,13 +187,46 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _internal_error()
 
 
+class UnhandledErrors:
+    """Pure ASGI middleware, outermost: answers any exception that escaped the app and the
+    other middleware (500, or 503 for a database outage) instead of letting it reach
+    Starlette's error middleware, which re-raises it to the server."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            request = Request(scope)
+            if started:  # too late to answer: the server ends the response
+                failures.failure(
+                    exc, "error after answering %s %s", scope["method"], request.url.path
+                )
+                return
+            response = await _handle_unexpected(request, exc)
+            await response(scope, receive, send)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _handle_problem)
     app.add_exception_handler(DomainError, _handle_domain)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
-    # Database and network errors are handled here, inside the app; `Exception` is handled by
-    # Starlette's outermost middleware, which answers and then re-raises to the server.
+    # Database and network errors are answered inside the app; any other exception by the
+    # `UnhandledErrors` middleware (a handler for `Exception` would run in Starlette's error
+    # middleware, which re-raises to the server after answering).
     app.add_exception_handler(sa_exc.SQLAlchemyError, _handle_database)
     app.add_exception_handler(OSError, _handle_database)
-    app.add_exception_handler(Exception, _handle_unexpected)
