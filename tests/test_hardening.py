@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from cryptocheckout.app import create_app
 from cryptocheckout.config import ConfigurationError, Mode, Settings
 from cryptocheckout.kit.logsafe import SafeFormatter, escape_control
-from cryptocheckout.kit.ratelimit import FailureLimiter
+from cryptocheckout.kit.ratelimit import FailureLimiter, address_key
 from cryptocheckout.kit.serving import server_config
 from tests.conftest import ADMIN_TOKEN
 from tests.support.servers import free_port, serve_config_in_thread
@@ -70,6 +70,13 @@ def test_failure_limiter_refills_and_forgets() -> None:
     assert limiter.retry_after("a") == 0
     limiter.failed("a")
     assert limiter.retry_after("a") == 0
+
+
+def test_an_ipv6_client_counts_as_its_64_network() -> None:
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::2")
+    assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
+    assert address_key("192.0.2.7") == "192.0.2.7"
+    assert address_key("testclient") == "testclient"
 
 
 # Item: log forging.

@@ -2,17 +2,32 @@
 
 In memory and per process: each process counts on its own, and a restart forgets (an
 attacker gets one budget per process, which still turns millions of guesses into dozens).
-Only failures count, so a client that knows the secret is never slowed. Used by the admin
-API's bearer check and meant for the admin console's sign-in form.
+Only failures count, so staff who type the secret right are never slowed unless their
+address failed too often (then even the right secret waits: the check refuses before it
+compares, or guessing could go on). Used by the admin API's bearer check and meant for the
+admin console's sign-in form, keyed by `address_key`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+
+def address_key(host: str) -> str:
+    """The key for a client address: an IPv6 client counts as its /64 network, which one
+    subscriber usually holds whole (else each of its addresses would get a budget)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 @dataclass

@@ -8,7 +8,7 @@ import secrets
 from fastapi import Request
 
 from cryptocheckout.kit.problems import Problem
-from cryptocheckout.kit.ratelimit import FailureLimiter
+from cryptocheckout.kit.ratelimit import FailureLimiter, address_key
 
 
 def tokens_match(given: str | None, expected: str) -> bool:
@@ -22,7 +22,9 @@ def new_access_token() -> str:
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client's address as the limiter counts it (uvicorn takes it from X-Forwarded-For
+    when the proxy is trusted)."""
+    return address_key(request.client.host) if request.client else "unknown"
 
 
 def admin_limiter(request: Request) -> FailureLimiter:
