@@ -45,6 +45,10 @@ def test_migrate_creates_the_default_sqlite_database(tmp_path: Path) -> None:
         ({}, "NOWPAYMENTS_API_KEY"),
         ({"NOWPAYMENTS_API_KEY": "k", "NOWPAYMENTS_IPN_SECRET": "s"}, "ADMIN_TOKEN"),
         (
+            {"NOWPAYMENTS_API_KEY": "k", "NOWPAYMENTS_IPN_SECRET": "s", "ADMIN_TOKEN": "abc"},
+            "ADMIN_TOKEN",
+        ),
+        (
             {"NOWPAYMENTS_API_KEY": "k", "NOWPAYMENTS_IPN_SECRET": "changeme", "ADMIN_TOKEN": "a"},
             "NOWPAYMENTS_IPN_SECRET",
         ),

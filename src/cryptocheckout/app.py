@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cryptocheckout import __version__, health
@@ -17,9 +18,11 @@ from cryptocheckout.config import Settings
 from cryptocheckout.customer.router import router as customer_router
 from cryptocheckout.kit.accesslog import AccessLog
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
+from cryptocheckout.kit.headers import SecurityHeaders
 from cryptocheckout.kit.limits import BodySizeLimit
-from cryptocheckout.kit.problems import install_problem_handlers
+from cryptocheckout.kit.problems import UnhandledErrors, install_problem_handlers
 from cryptocheckout.kit.runtime import freeze_startup_heap
+from cryptocheckout.kit.serving import BodyDeadline
 from cryptocheckout.orders.router import router as orders_router
 from cryptocheckout.pages.router import router as pages_router
 from cryptocheckout.pages.router import static_files as pages_static
@@ -29,6 +32,9 @@ from cryptocheckout.webhooks.ingest import NotificationStore
 from cryptocheckout.webhooks.router import IpnFastPath
 from cryptocheckout.webhooks.router import router as webhooks_router
 from cryptocheckout.worker import nowpayments_client, worker_from_settings
+
+# Answers under these carry an order's access token, a customer's e-mail or licence keys.
+NO_STORE_PREFIXES = ("/api/orders", "/api/admin")
 
 
 def create_app(
@@ -42,7 +48,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
-        active = engine or create_engine(settings.database_url)
+        active = engine or create_engine(settings.database_url, **settings.engine_options())
         sessionmaker = create_sessionmaker(active)
         app.state.engine = active
         app.state.sessionmaker = sessionmaker
@@ -67,7 +73,8 @@ def create_app(
             if own_engine:
                 await active.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI's and ReDoc's files from the installed package, not a CDN.
+    app = FastAPIOffline(
         title="cryptocheckout",
         version=__version__,
         summary="Crypto checkout for digital goods, on NOWPayments",
@@ -75,12 +82,15 @@ def create_app(
     )
     app.state.settings = settings
     install_problem_handlers(app)
-    # Starlette runs the last added middleware first: access log, body limit, IPN fast path,
-    # the order pages' status poll.
+    # Starlette runs the last added middleware first: unhandled errors, access log, headers,
+    # body deadline, body limit, IPN fast path, the order pages' status poll.
     app.add_middleware(OrderStatusFastPath)
     app.add_middleware(IpnFastPath)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyDeadline, seconds=settings.request_body_timeout_seconds)
+    app.add_middleware(SecurityHeaders, no_store_prefixes=NO_STORE_PREFIXES)
     app.add_middleware(AccessLog)
+    app.add_middleware(UnhandledErrors)
     app.include_router(health.router)
     app.include_router(catalogue_router)
     app.include_router(orders_router)

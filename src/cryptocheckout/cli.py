@@ -11,9 +11,12 @@ from cryptocheckout.config import ConfigurationError, settings_from_environment
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from cryptocheckout.kit.logsafe import SafeFormatter
+
+    handler = logging.StreamHandler()
+    # Every record one line: values from outside (paths, provider answers) are escaped.
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def cmd_migrate(_args: argparse.Namespace) -> None:
@@ -28,12 +31,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from cryptocheckout.app import create_app
+    from cryptocheckout.kit.serving import server_config
 
     settings = settings_from_environment()
-    settings.require("nowpayments_api_key", "nowpayments_ipn_secret", "admin_token")
+    required = ["nowpayments_api_key", "nowpayments_ipn_secret", "admin_token"]
+    if settings.metrics_token.get_secret_value():
+        required.append("metrics_token")
+    settings.require(*required)
     app = create_app(settings, run_worker=not args.no_worker)
-    # uvicorn's access log prints query strings (order tokens): ours (kit/accesslog.py) does not.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    config = server_config(
+        app,
+        host=args.host,
+        port=args.port,
+        header_timeout=settings.request_header_timeout_seconds,
+    )
+    uvicorn.Server(config).run()
 
 
 def cmd_worker(_args: argparse.Namespace) -> None:

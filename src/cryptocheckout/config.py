@@ -18,6 +18,9 @@ DEFAULT_DATABASE_URL = "sqlite:///./var/cryptocheckout.db"
 # Values that ship in .env.example: treated as missing outside demo and test mode.
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "replace-me", "secret", "sandbox"})
 
+# Secrets that guard a door anyone can knock on must be long enough not to be guessed.
+MIN_SECRET_LENGTH = {"admin_token": 32, "metrics_token": 32}
+
 
 class Mode(StrEnum):
     PRODUCTION = "production"
@@ -44,6 +47,8 @@ class Settings(BaseSettings):
     nowpayments_password: SecretStr = SecretStr("")
     public_base_url: str = "http://127.0.0.1:8000"
     admin_token: SecretStr = SecretStr("")
+    # Bearer token for GET /metrics; empty leaves /metrics open (for a private network).
+    metrics_token: SecretStr = SecretStr("")
     # Largest request body the API reads, in bytes; bigger bodies get 413 unread.
     max_body_bytes: int = 64 * 1024
     # A payment short of its pay amount by at most this percentage of it still pays (an
@@ -60,6 +65,15 @@ class Settings(BaseSettings):
     support_email: str = "support@example.com"
     # The order page links each payment to the offline sandbox's page for it (the demo).
     sandbox_pay_pages: bool = False
+    # A database that does not answer fails a request with 503 within these bounds (seconds):
+    # opening a connection, one statement (PostgreSQL), waiting for a pooled connection.
+    database_connect_timeout_seconds: float = 3.0
+    database_command_timeout_seconds: float = 5.0
+    database_pool_timeout_seconds: float = 3.0
+    # A client must send a request's headers, then its body, within these (seconds); a slow
+    # client is cut off (headers) or answered 408 (body) instead of holding a connection.
+    request_header_timeout_seconds: float = 10.0
+    request_body_timeout_seconds: float = 15.0
 
     @field_validator("nowpayments_base", "public_base_url")
     @classmethod
@@ -74,16 +88,32 @@ class Settings(BaseSettings):
         if self.mode is not Mode.PRODUCTION:
             return
         missing = []
+        short = []
         for name in names:
             value = getattr(self, name)
             text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
             if text.strip().lower() in PLACEHOLDER_SECRETS:
                 missing.append(name.upper())
+            elif len(text.strip()) < MIN_SECRET_LENGTH.get(name, 0):
+                short.append(f"{name.upper()} (at least {MIN_SECRET_LENGTH[name]} characters)")
         if missing:
             raise ConfigurationError(
                 f"missing or placeholder setting: {', '.join(missing)} "
                 "(set it in the environment or in .env; see .env.example)"
             )
+        if short:
+            raise ConfigurationError(
+                f"setting too short: {', '.join(short)}; generate one with "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+
+    def engine_options(self) -> dict[str, float]:
+        """The outage bounds for `kit.db.create_engine`."""
+        return {
+            "connect_timeout": self.database_connect_timeout_seconds,
+            "command_timeout": self.database_command_timeout_seconds,
+            "pool_timeout": self.database_pool_timeout_seconds,
+        }
 
 
 @lru_cache

@@ -18,6 +18,7 @@ from cryptocheckout.catalogue.models import Product
 from cryptocheckout.config import Mode, Settings
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
 from cryptocheckout.kit.migrate import upgrade
+from cryptocheckout.kit.serving import server_config
 from cryptocheckout.sandbox import SandboxConfig, create_sandbox_app
 
 DEMO_DATABASE_URL = "sqlite:///./var/demo.db"
@@ -62,7 +63,7 @@ async def run_demo(*, host: str, port: int, sandbox_port: int) -> None:
         nowpayments_base=sandbox_url,
         nowpayments_callback_url=f"{shop_url}/api/webhooks/nowpayments",
         public_base_url=shop_url,
-        admin_token=secrets.token_urlsafe(18),
+        admin_token=secrets.token_urlsafe(32),
         sandbox_pay_pages=True,
     )
     await asyncio.to_thread(upgrade, settings.database_url)
@@ -76,18 +77,14 @@ async def run_demo(*, host: str, port: int, sandbox_port: int) -> None:
     servers = [
         uvicorn.Server(
             uvicorn.Config(
-                create_sandbox_app(sandbox), host=host, port=sandbox_port, log_level="warning"
-            )
-        ),
-        uvicorn.Server(
-            uvicorn.Config(
-                create_app(settings, run_worker=True),
+                create_sandbox_app(sandbox),
                 host=host,
-                port=port,
-                log_level="info",
-                access_log=False,
+                port=sandbox_port,
+                log_level="warning",
+                server_header=False,
             )
         ),
+        uvicorn.Server(server_config(create_app(settings, run_worker=True), host=host, port=port)),
     ]
     print(
         "\ncryptocheckout demo (SQLite ./var/demo.db, offline NOWPayments sandbox)\n"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
 
-from cryptocheckout.kit.http import SessionMaker
+from cryptocheckout.kit.http import AppSettings, SessionMaker
 from cryptocheckout.kit.problems import Problem
+from cryptocheckout.kit.security import tokens_match
 
 router = APIRouter(tags=["health"])
 
@@ -31,8 +33,24 @@ async def readyz(sessionmaker: SessionMaker) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics() -> PlainTextResponse:
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={401: {"description": "METRICS_TOKEN is set and the bearer token is not it."}},
+)
+async def metrics(settings: AppSettings, authorization: Annotated[str, Header()] = "") -> Response:
+    """Prometheus text; behind `Authorization: Bearer <METRICS_TOKEN>` when that is set."""
     from cryptocheckout.kit.metrics import REGISTRY
+
+    expected = settings.metrics_token.get_secret_value()
+    if expected:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not tokens_match(token.strip(), expected):
+            raise Problem(
+                401,
+                "A valid metrics bearer token is required.",
+                type_="unauthorized",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     return PlainTextResponse(REGISTRY.render(), media_type="text/plain; version=0.0.4")

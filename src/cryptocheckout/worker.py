@@ -24,6 +24,7 @@ from cryptocheckout.fulfilment.handlers import JOB_HANDLERS as FULFILMENT_JOBS
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.db import create_engine, create_sessionmaker, unit_of_work
 from cryptocheckout.kit.idempotency import purge_expired
+from cryptocheckout.kit.logsafe import FailureLog
 from cryptocheckout.kit.runtime import freeze_startup_heap
 from cryptocheckout.nowpayments.client import NowPaymentsClient
 from cryptocheckout.payments import reconcile
@@ -31,6 +32,8 @@ from cryptocheckout.payments.events import ORDER_EVENT_JOB, Reaction, order_even
 from cryptocheckout.webhooks.processor import process_next
 
 logger = logging.getLogger("cryptocheckout.worker")
+# A database outage fails every round alike: one line per round, a traceback once a minute.
+failures = FailureLog(logger)
 
 # Jobs that need nothing but the database; those that call NOWPayments join with a client.
 HANDLERS: dict[str, jobs.Handler] = {**FULFILMENT_JOBS}
@@ -109,8 +112,8 @@ class Worker:
             due[name] = now + every
             try:
                 await task()
-            except Exception:
-                logger.exception("housekeeping (%s) failed", name)
+            except Exception as exc:
+                failures.failure(exc, "housekeeping (%s) failed", name)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -120,9 +123,9 @@ class Worker:
             await self.housekeeping(time.monotonic(), due)
             try:
                 done = await self.run_once()
-            except Exception:
+            except Exception as exc:
                 # The database may be restarting: keep the worker alive and try again.
-                logger.exception("worker round failed")
+                failures.failure(exc, "worker round failed")
                 done = 0
             if done:
                 continue
@@ -143,7 +146,7 @@ async def run_standalone(settings: Settings) -> None:
     """`cryptocheckout worker`: a worker process until SIGINT/SIGTERM."""
     import signal
 
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, **settings.engine_options())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

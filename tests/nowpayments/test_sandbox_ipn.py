@@ -208,12 +208,17 @@ def test_duplicates_send_the_exact_same_body_again(
     created = sandbox.create_payment(ipn_callback_url=ipn_receiver.url, case="failed")
     records = sandbox.notifications(created["payment_id"], settled=True)
     deliveries = ipn_receiver.deliveries
-    assert statuses(deliveries) == ["waiting", "waiting", "failed", "failed"]
-    assert deliveries[0].body == deliveries[1].body
-    assert deliveries[0].signature == deliveries[1].signature
-    assert deliveries[2].body == deliveries[3].body
-    assert [r["reason"] for r in records] == ["status", "duplicate", "status", "duplicate"]
-    assert records[1]["duplicate_of"] == records[0]["id"]
+    # Each status goes out twice, byte for byte. The two statuses are separate deliveries:
+    # how their copies interleave on a busy machine is not what this test is about.
+    assert sorted(statuses(deliveries)) == ["failed", "failed", "waiting", "waiting"]
+    for status in ("waiting", "failed"):
+        first, again = [d for d in deliveries if d.status == status]
+        assert first.body == again.body
+        assert first.signature == again.signature
+    originals = {r["id"] for r in records if r["reason"] == "status"}
+    duplicates = [r["duplicate_of"] for r in records if r["reason"] == "duplicate"]
+    assert len(originals) == 2
+    assert sorted(duplicates) == sorted(originals)
 
 
 def test_per_payment_chaos_delays_its_notifications(

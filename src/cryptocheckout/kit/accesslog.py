@@ -2,6 +2,8 @@
 
 The customer's order token may travel as `?token=`; uvicorn's own access log prints query
 strings, so it is turned off and this one logs method, path, status and duration only.
+The path is the client's text: its control characters are escaped (a `%0A` in the path
+must not start a forged line of its own).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cryptocheckout.kit.logsafe import escape_control
 
 logger = logging.getLogger("cryptocheckout.access")
 
@@ -43,8 +47,8 @@ class AccessLog:
         finally:
             logger.info(
                 "%s %s %d %.1fms",
-                scope["method"],
-                scope["path"],
+                escape_control(scope["method"]),
+                escape_control(scope["path"]),
                 status,
                 (time.perf_counter() - started) * 1000,
             )

@@ -63,16 +63,34 @@ def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    connect_timeout: float | None = None,
+    command_timeout: float | None = None,
+    pool_timeout: float | None = None,
+    **kwargs: Any,
+) -> AsyncEngine:
+    """An engine for `url`. The timeouts bound how long a database that does not answer
+    (refused, hung, pool exhausted) can hold a caller; the service's engines set all three
+    (see `Settings.engine_options`), the tools' and tests' engines keep the drivers' defaults.
+    """
     target = async_url(url)
     # Statement parameters hold e-mails, order tokens and notification bodies: keep them
     # out of the error messages that end up in logs and in webhook_logs.error.
     kwargs.setdefault("hide_parameters", True)
+    if pool_timeout is not None:
+        kwargs.setdefault("pool_timeout", pool_timeout)
     if target.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 20)
         kwargs.setdefault("pool_pre_ping", True)
-        return create_async_engine(target, **kwargs)
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        if connect_timeout is not None:
+            connect_args.setdefault("timeout", connect_timeout)
+        if command_timeout is not None:  # asyncpg's client-side bound on every statement
+            connect_args.setdefault("command_timeout", command_timeout)
+        return create_async_engine(target, connect_args=connect_args, **kwargs)
 
     if target.database and target.database != ":memory:":
         Path(target.database).parent.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.dialects import dialect_name, insert
 from cryptocheckout.kit.jobs_models import Job, JobStatus
+from cryptocheckout.kit.logsafe import FailureLog
 
 logger = logging.getLogger("cryptocheckout.jobs")
+failures = FailureLog(logger)
 
 DEFAULT_LEASE = timedelta(seconds=60)
 BACKOFF_BASE_SECONDS = 1.0
@@ -230,7 +232,7 @@ async def run_one(
             sessionmaker, job, worker_id, f"{type(exc).__name__}: {exc}", may_die=False
         )
     except Exception as exc:
-        logger.exception("job %s (%s) failed on attempt %d", job.id, job.kind, job.attempts)
+        failures.failure(exc, "job %s (%s) failed on attempt %d", job.id, job.kind, job.attempts)
         return await mark_failed(sessionmaker, job, worker_id, f"{type(exc).__name__}: {exc}")
 
 

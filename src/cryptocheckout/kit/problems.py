@@ -1,4 +1,11 @@
-"""Every error is application/problem+json (RFC 9457): type, title, status, detail, errors."""
+"""Every error is application/problem+json (RFC 9457): type, title, status, detail, errors.
+
+A database that does not answer (refused, hung past the engine's timeouts, pool exhausted,
+SQLite locked past its busy timeout) is 503 with Retry-After, never 500; an unexpected error
+is 500. Either way the error is answered and logged here and goes no further: an exception
+that reaches the server makes it log a traceback of its own and drop the connection, which
+the client's next request on it would find closed.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +17,18 @@ from typing import Any, cast
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cryptocheckout.kit.errors import DomainError, ProviderRefused
+from cryptocheckout.kit.logsafe import FailureLog
 
 logger = logging.getLogger("cryptocheckout.http")
+failures = FailureLog(logger)
+
+# What a client should wait before retrying during a database outage, in seconds.
+OUTAGE_RETRY_AFTER = "5"
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -132,9 +146,78 @@ async def _handle_http(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(Problem(exc.status_code, detail, headers=exc.headers))
 
 
-async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+def is_database_outage(exc: BaseException) -> bool:
+    """True when `exc` says the database (or the network to it) does not answer."""
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True  # pool timeout; refused, dropped or locked connections
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    # asyncpg's connect errors (refused, connect timeout) and its command timeout arrive
+    # unwrapped; TimeoutError is an OSError.
+    return isinstance(exc, OSError)
+
+
+def database_unavailable() -> Problem:
+    return Problem(
+        503,
+        "The database does not answer; try again shortly.",
+        type_="database-unavailable",
+        headers={"Retry-After": OUTAGE_RETRY_AFTER},
+    )
+
+
+async def _handle_database(request: Request, exc: Exception) -> JSONResponse:
+    where = (request.method, request.url.path)
+    if is_database_outage(exc):
+        failures.failure(exc, "database unavailable on %s %s", *where)
+        return problem_response(database_unavailable())
+    failures.failure(exc, "unhandled database error on %s %s", *where)
+    return _internal_error()
+
+
+def _internal_error() -> JSONResponse:
     return problem_response(Problem(500, "An unexpected error occurred.", type_="internal-error"))
+
+
+async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if is_database_outage(exc):  # raised where the handlers above do not reach (middleware)
+        failures.failure(exc, "database unavailable on %s %s", request.method, request.url.path)
+        return problem_response(database_unavailable())
+    failures.failure(exc, "unhandled error on %s %s", request.method, request.url.path)
+    return _internal_error()
+
+
+class UnhandledErrors:
+    """Pure ASGI middleware, outermost: answers any exception that escaped the app and the
+    other middleware (500, or 503 for a database outage) instead of letting it reach
+    Starlette's error middleware, which re-raises it to the server."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            request = Request(scope)
+            if started:  # too late to answer: the server ends the response
+                failures.failure(
+                    exc, "error after answering %s %s", scope["method"], request.url.path
+                )
+                return
+            response = await _handle_unexpected(request, exc)
+            await response(scope, receive, send)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -142,4 +225,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _handle_domain)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
-    app.add_exception_handler(Exception, _handle_unexpected)
+    # Database and network errors are answered inside the app; any other exception by the
+    # `UnhandledErrors` middleware (a handler for `Exception` would run in Starlette's error
+    # middleware, which re-raises to the server after answering).
+    app.add_exception_handler(sa_exc.SQLAlchemyError, _handle_database)
+    app.add_exception_handler(OSError, _handle_database)

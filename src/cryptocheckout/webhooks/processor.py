@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.jobs import backoff
+from cryptocheckout.kit.logsafe import FailureLog
 from cryptocheckout.kit.metrics import REGISTRY
 from cryptocheckout.nowpayments.errors import NowPaymentsPayloadError
 from cryptocheckout.nowpayments.models import PaymentInfo, is_payment_notification, loads_exact
@@ -26,6 +27,8 @@ from cryptocheckout.webhooks import repository
 from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 
 logger = logging.getLogger("cryptocheckout.webhooks")
+# During an outage every notification fails the same way: one line each, a traceback a minute.
+failures = FailureLog(logger)
 
 # Enough for the retries to outlast a create call in flight (`payments.service.ABANDON_AFTER`).
 MAX_ATTEMPTS = 10
@@ -103,7 +106,7 @@ async def process_next(
     except Exception as exc:
         if log_id is None:
             raise
-        logger.exception("applying notification %s failed", log_id)
+        failures.failure(exc, "applying notification %s failed", log_id)
         await _record_error(sessionmaker, log_id, f"{type(exc).__name__}: {exc}")
         return True
 
@@ -149,7 +152,7 @@ async def replay(
             await session.commit()
             return log
     except Exception as exc:
-        logger.exception("replaying notification %s failed", log_id)
+        failures.failure(exc, "replaying notification %s failed", log_id)
         await _record_error(sessionmaker, log_id, f"{type(exc).__name__}: {exc}", reopen=True)
         async with sessionmaker() as session:
             return await repository.get(session, log_id)
