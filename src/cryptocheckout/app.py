@@ -14,6 +14,7 @@ from cryptocheckout import __version__, health
 from cryptocheckout.admin.router import router as admin_router
 from cryptocheckout.catalogue.router import router as catalogue_router
 from cryptocheckout.config import Settings
+from cryptocheckout.delivery.router import router as delivery_router
 from cryptocheckout.kit.accesslog import AccessLog
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
 from cryptocheckout.kit.limits import BodySizeLimit
@@ -70,6 +71,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Parsed once, at start-up: a missing or malformed key stops the app, naming the variable.
+    app.state.keyring = settings.keyring()
     install_problem_handlers(app)
     # Starlette runs the last added middleware first: access log, body limit, IPN fast path.
     app.add_middleware(IpnFastPath)
@@ -81,4 +84,5 @@ def create_app(
     app.include_router(payments_router)
     app.include_router(webhooks_router)
     app.include_router(admin_router)
+    app.include_router(delivery_router)
     return app

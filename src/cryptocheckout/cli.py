@@ -19,8 +19,21 @@ def _configure_logging() -> None:
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
     from cryptocheckout.kit.migrate import upgrade
 
-    upgrade(settings.database_url)
+    upgrade(
+        settings.database_url,
+        keys_encryption_key=settings.keys_encryption_key.get_secret_value() or None,
+    )
     print("database is at the latest migration")
+
+
+def cmd_rotate_keys(settings: Settings, args: argparse.Namespace) -> None:
+    import asyncio
+
+    from cryptocheckout.catalogue.rotation import rotate_keys
+
+    ring = settings.keyring()
+    total = asyncio.run(rotate_keys(settings.database_url, ring, batch=args.batch))
+    print(f"{total} licence keys re-encrypted; every key is now under key {ring.current.key_id}")
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
@@ -28,7 +41,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
     from cryptocheckout.app import create_app
 
-    settings.require("nowpayments_api_key", "nowpayments_ipn_secret", "admin_token")
+    settings.require(
+        "nowpayments_api_key", "nowpayments_ipn_secret", "admin_token", "keys_encryption_key"
+    )
     app = create_app(settings, run_worker=not args.no_worker)
     # uvicorn's access log prints query strings (order tokens): ours (kit/accesslog.py) does not.
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
@@ -39,7 +54,7 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> None:
 
     from cryptocheckout.worker import run_standalone
 
-    settings.require("nowpayments_api_key", "nowpayments_ipn_secret")
+    settings.require("nowpayments_api_key", "nowpayments_ipn_secret", "keys_encryption_key")
     asyncio.run(run_standalone(settings))
 
 
@@ -67,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply all migrations to DATABASE_URL")
     migrate.set_defaults(handler=cmd_migrate)
+
+    rotate = commands.add_parser(
+        "rotate-keys",
+        help="re-encrypt every stored licence key under the first KEYS_ENCRYPTION_KEY "
+        "(resumable; safe while the shop serves)",
+    )
+    rotate.add_argument("--batch", type=int, default=200, help="keys per transaction")
+    rotate.set_defaults(handler=cmd_rotate_keys)
 
     serve = commands.add_parser("serve", help="serve the API and pages")
     serve.add_argument("--host", default="127.0.0.1")

@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cryptocheckout.kit.encryption import KeyRing, KeyRingError
+
 DEFAULT_DATABASE_URL = "sqlite:///./var/cryptocheckout.db"
 
 # Values that ship in .env.example: treated as missing outside demo and test mode.
@@ -54,6 +56,16 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = 0.1
     # An open payment with no news for this long is looked up at NOWPayments (a lost IPN).
     reconcile_after_seconds: float = 600.0
+    # Licence keys at rest: comma-separated keys, 32 random bytes in URL-safe base64 each;
+    # the first encrypts, every one decrypts (kit/encryption.py).
+    keys_encryption_key: SecretStr = SecretStr("")
+    # Where mail goes: smtp://[user:password@]host:port (?starttls=true) or smtps://...;
+    # without it, each message is written as an .eml file under mail_dir.
+    smtp_url: SecretStr = SecretStr("")
+    mail_from: str = "cryptocheckout <shop@localhost>"
+    mail_dir: Path = Path("var/mail")
+    # How long a delivery link shows the keys; afterwards it offers a fresh link by e-mail.
+    delivery_link_ttl_seconds: int = Field(default=86400, gt=0)
 
     @field_validator("nowpayments_base", "public_base_url")
     @classmethod
@@ -78,6 +90,13 @@ class Settings(BaseSettings):
                 f"missing or placeholder setting: {', '.join(missing)} "
                 "(set it in the environment or in .env; see .env.example)"
             )
+
+    def keyring(self) -> KeyRing:
+        """The licence-key ring; a missing or malformed key stops start-up, naming the variable."""
+        try:
+            return KeyRing.parse(self.keys_encryption_key.get_secret_value())
+        except KeyRingError as exc:
+            raise ConfigurationError(str(exc)) from None
 
     @property
     def var_dir(self) -> Path:

@@ -1,0 +1,120 @@
+"""The delivery pages: `GET /delivery/{token}` shows the keys, `/download` gives them as text.
+
+HTML for people (these are links from an e-mail), so a wrong link is an HTML 404 and an
+expired one an HTML 410 with the `Email me a new link` form, rather than problem+json.
+Every answer here is `no-store` and sends no referrer: the URL itself is the credential.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib.resources import files
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from cryptocheckout.delivery import service
+from cryptocheckout.delivery.jobs import shop_name_from
+from cryptocheckout.delivery.links import DeliveryLinks
+from cryptocheckout.delivery.wiring import delivery_links
+from cryptocheckout.kit.clock import utcnow
+from cryptocheckout.kit.db import unit_of_work
+from cryptocheckout.kit.errors import NotFound
+from cryptocheckout.kit.http import AppKeyRing, AppSettings, SessionMaker
+
+router = APIRouter(tags=["delivery"], include_in_schema=False)
+
+_pages = Environment(
+    loader=PackageLoader("cryptocheckout.delivery", "templates"),
+    autoescape=select_autoescape(default=True),
+    undefined=StrictUndefined,
+)
+_STYLESHEET = files("cryptocheckout.delivery").joinpath("static/delivery.css").read_text()
+
+PRIVATE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex, nofollow",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+
+
+def _links(settings: AppSettings, ring: AppKeyRing) -> DeliveryLinks:
+    return delivery_links(settings, ring)
+
+
+Links = Annotated[DeliveryLinks, Depends(_links)]
+
+
+def _page(template: str, settings: AppSettings, status: int = 200, **values: Any) -> HTMLResponse:
+    html = _pages.get_template(template).render(
+        shop_name=shop_name_from(settings.mail_from), **values
+    )
+    return HTMLResponse(html, status_code=status, headers=PRIVATE_HEADERS)
+
+
+@router.get("/delivery/assets/delivery.css")
+async def stylesheet() -> Response:
+    return Response(
+        _STYLESHEET, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
+    )
+
+
+@router.get("/delivery/{token}", response_class=HTMLResponse)
+async def delivery_page(
+    token: str, sessionmaker: SessionMaker, ring: AppKeyRing, links: Links, settings: AppSettings
+) -> HTMLResponse:
+    try:
+        async with unit_of_work(sessionmaker) as session:
+            page = await service.open_delivery(session, ring, links, token, utcnow())
+            await session.commit()
+    except NotFound:
+        return _page("delivery_not_found.html", settings, 404)
+    except service.LinkExpired:
+        return _page("delivery_expired.html", settings, 410, token=token)
+    return _page(
+        "delivery_keys.html", settings, token=token, keys=page.keys, expires_at=page.expires_at
+    )
+
+
+@router.get("/delivery/{token}/download")
+async def delivery_download(
+    token: str, sessionmaker: SessionMaker, ring: AppKeyRing, links: Links, settings: AppSettings
+) -> Response:
+    try:
+        async with unit_of_work(sessionmaker) as session:
+            page = await service.open_delivery(session, ring, links, token, utcnow())
+            await session.commit()
+    except NotFound:
+        return _page("delivery_not_found.html", settings, 404)
+    except service.LinkExpired:
+        return _page("delivery_expired.html", settings, 410, token=token)
+    text = "".join(f"{item.product_name}\t{item.key}\n" for item in page.keys)
+    return PlainTextResponse(
+        text,
+        headers={
+            **PRIVATE_HEADERS,
+            "Content-Disposition": f'attachment; filename="keys-{page.order_id.hex[:8]}.txt"',
+        },
+    )
+
+
+@router.post("/delivery/{token}/new-link", response_class=HTMLResponse)
+async def delivery_new_link(
+    token: str, sessionmaker: SessionMaker, links: Links, settings: AppSettings
+) -> HTMLResponse:
+    try:
+        async with unit_of_work(sessionmaker) as session:
+            await service.request_fresh_link(session, links, token, utcnow())
+            await session.commit()
+    except NotFound:
+        return _page("delivery_not_found.html", settings, 404)
+    except service.FreshLinkTooSoon as exc:
+        minutes = max(1, math.ceil(exc.retry_after.total_seconds() / 60))
+        return _page("delivery_link_sent.html", settings, 429, too_soon=True, minutes=minutes)
+    return _page("delivery_link_sent.html", settings, 202, too_soon=False, minutes=0)
