@@ -1,17 +1,25 @@
 """One access-log line per request, without the query string.
 
 The customer's order token may travel as `?token=`; uvicorn's own access log prints query
-strings, so it is turned off and this one logs method, path, status and duration only.
+strings, so it is turned off and this one logs method, path, status and duration only. A
+delivery link carries its token in the path, so that segment is masked.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("cryptocheckout.access")
+_DELIVERY_TOKEN = re.compile(r"^/delivery/(?!assets/)[^/]+")
+
+
+def loggable_path(path: str) -> str:
+    """The path without credentials in it: `/delivery/<token>/...` -> `/delivery/***/...`."""
+    return _DELIVERY_TOKEN.sub("/delivery/***", path)
 
 
 class AccessLog:
@@ -44,7 +52,7 @@ class AccessLog:
             logger.info(
                 "%s %s %d %.1fms",
                 scope["method"],
-                scope["path"],
+                loggable_path(scope["path"]),
                 status,
                 (time.perf_counter() - started) * 1000,
             )
