@@ -589,3 +589,18 @@ async def test_two_workers_and_repeated_causes_send_one_message_per_order_and_ev
         await asyncio.gather(worker("w1"), worker("w2"))
     assert len(inbox.received) == 3
     assert all(job.status is JobStatus.SUCCEEDED for job in await mail_jobs(sessionmaker))
+
+
+async def test_no_link_is_mailed_for_an_order_refunded_meanwhile(
+    sessionmaker: Sessions, links: DeliveryLinks
+) -> None:
+    order_id = await fulfilled_order(sessionmaker)
+    async with sessionmaker() as session:
+        await enqueue_order_email(session, order_id, "fulfilled")
+        await session.execute(
+            update(Order).where(Order.id == order_id).values(status=OrderStatus.REFUNDED)
+        )
+        await session.commit()
+    with smtp_server() as (inbox, port):
+        assert await run_mail_jobs(sessionmaker, smtp(port), links) == [JobStatus.SUCCEEDED]
+    assert inbox.received == []

@@ -28,6 +28,7 @@ from cryptocheckout.delivery.links import DeliveryLinks
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.mail import Mailer, PermanentMailError, TemporaryMailError
+from cryptocheckout.orders.models import OrderStatus
 
 SEND_ORDER_EMAIL_JOB = "send_order_email"
 # Mail waits out an SMTP outage (RetryLater never dies); this only bounds other failures.
@@ -81,6 +82,8 @@ async def send_order_email(
     order = await repository.get_order(session, order_id)
     if order is None:
         return  # deleted since: nobody to write to
+    if kind in ("fulfilled", "resend") and order.status is not OrderStatus.FULFILLED:
+        return  # refunded since: the link would show nothing
     now = now or utcnow()
     context: dict[str, Any] = {"order_url": links.order_page_url(order_id)}
     if kind in ("fulfilled", "resend"):
