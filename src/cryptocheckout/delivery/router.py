@@ -65,10 +65,10 @@ async def stylesheet() -> Response:
     )
 
 
-@router.get("/delivery/{token}", response_class=HTMLResponse)
-async def delivery_page(
+async def _open(
     token: str, sessionmaker: SessionMaker, ring: AppKeyRing, links: Links, settings: AppSettings
-) -> HTMLResponse:
+) -> service.DeliveryPage | HTMLResponse:
+    """The keys behind a link, or the page that says why not (404, or 410 with the form)."""
     try:
         async with unit_of_work(sessionmaker) as session:
             page = await service.open_delivery(session, ring, links, token, utcnow())
@@ -77,29 +77,31 @@ async def delivery_page(
         return _page("delivery_not_found.html", settings, 404)
     except service.LinkExpired:
         return _page("delivery_expired.html", settings, 410, token=token)
+    return page
+
+
+Opened = Annotated[service.DeliveryPage | HTMLResponse, Depends(_open)]
+
+
+@router.get("/delivery/{token}", response_class=HTMLResponse)
+async def delivery_page(token: str, opened: Opened, settings: AppSettings) -> HTMLResponse:
+    if isinstance(opened, HTMLResponse):
+        return opened
     return _page(
-        "delivery_keys.html", settings, token=token, keys=page.keys, expires_at=page.expires_at
+        "delivery_keys.html", settings, token=token, keys=opened.keys, expires_at=opened.expires_at
     )
 
 
 @router.get("/delivery/{token}/download")
-async def delivery_download(
-    token: str, sessionmaker: SessionMaker, ring: AppKeyRing, links: Links, settings: AppSettings
-) -> Response:
-    try:
-        async with unit_of_work(sessionmaker) as session:
-            page = await service.open_delivery(session, ring, links, token, utcnow())
-            await session.commit()
-    except NotFound:
-        return _page("delivery_not_found.html", settings, 404)
-    except service.LinkExpired:
-        return _page("delivery_expired.html", settings, 410, token=token)
-    text = "".join(f"{item.product_name}\t{item.key}\n" for item in page.keys)
+async def delivery_download(opened: Opened) -> Response:
+    if isinstance(opened, HTMLResponse):
+        return opened
+    text = "".join(f"{item.product_name}\t{item.key}\n" for item in opened.keys)
     return PlainTextResponse(
         text,
         headers={
             **PRIVATE_HEADERS,
-            "Content-Disposition": f'attachment; filename="keys-{page.order_id.hex[:8]}.txt"',
+            "Content-Disposition": f'attachment; filename="keys-{opened.order_id.hex[:8]}.txt"',
         },
     )
 
