@@ -57,6 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cryptocheckout.catalogue.models import LicenceKey, Product
 from cryptocheckout.kit.db import create_engine
+from cryptocheckout.kit.encryption import KeyRing, generate_key
 from cryptocheckout.nowpayments.signature import (
     SIGNATURE_HEADER,
     canonical_ipn_body,
@@ -73,6 +74,7 @@ HOST = "127.0.0.1"
 IPN_PATH = "/api/webhooks/nowpayments"
 HEALTH_PATH = "/healthz"
 IPN_SECRET = "bench-ipn-secret-" + "x" * 16
+BENCH_KEYS_ENCRYPTION_KEY = generate_key()
 REDELIVERY_SHARE = 0.30
 PRICE = Decimal("12.50")
 PRICE_CURRENCY = "usd"
@@ -514,6 +516,7 @@ def service_env(database_url: str, port: int) -> dict[str, str]:
         NOWPAYMENTS_BASE="http://127.0.0.1:9",
         NOWPAYMENTS_CALLBACK_URL=f"http://{HOST}:{port}{IPN_PATH}",
         PUBLIC_BASE_URL=f"http://{HOST}:{port}",
+        KEYS_ENCRYPTION_KEY=BENCH_KEYS_ENCRYPTION_KEY,
     )
     return env
 
@@ -653,13 +656,21 @@ async def seed(
                 }
             ],
         )
-        await conn.execute(
-            insert(LicenceKey.__table__),
-            [
-                {"id": uuid.uuid4(), "product_id": product_id, "secret": f"KEY-{k:06d}"}
-                for k in range(keys)
-            ],
-        )
+        ring = KeyRing.parse(BENCH_KEYS_ENCRYPTION_KEY)
+        key_rows = []
+        for k in range(keys):
+            row_id = uuid.uuid4()
+            sealed = ring.seal(f"KEY-{k:06d}", product_id=product_id.bytes, row_id=row_id.bytes)
+            key_rows.append(
+                {
+                    "id": row_id,
+                    "product_id": product_id,
+                    "ciphertext": sealed.ciphertext,
+                    "key_id": sealed.key_id,
+                    "key_hash": sealed.key_hash,
+                }
+            )
+        await conn.execute(insert(LicenceKey.__table__), key_rows)
         for chunk in _chunks(list(range(count)), 2000):
             await conn.execute(insert(Order.__table__), [orders[i] for i in chunk])
             await conn.execute(insert(OrderItem.__table__), [items[i] for i in chunk])

@@ -30,6 +30,10 @@ from cryptocheckout.models import Base
 
 DEFAULT_PG_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN_TOKEN = "test-admin-token"
+# The suite's licence-key encryption key, in the environment so that the service processes
+# the tests start, and the migrations, read it as they would in production.
+TEST_KEYS_ENCRYPTION_KEY = "dGVzdC1rZXlzLWVuY3J5cHRpb24ta2V5LTMyLWJ5dGU="
+os.environ["KEYS_ENCRYPTION_KEY"] = TEST_KEYS_ENCRYPTION_KEY
 DIALECTS = ("sqlite", "postgresql")
 
 
@@ -92,7 +96,7 @@ async def sessionmaker(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, tmp_path: Any) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         mode=Mode.TEST,
@@ -100,6 +104,8 @@ def settings(database_url: str) -> Settings:
         admin_token=ADMIN_TOKEN,
         nowpayments_api_key="test-api-key",
         nowpayments_ipn_secret="test-ipn-secret",
+        keys_encryption_key=TEST_KEYS_ENCRYPTION_KEY,
+        mail_dir=tmp_path / "mail",
     )
 
 

@@ -564,3 +564,34 @@ async def test_a_create_past_its_deadline_is_an_unknown_outcome_then_adopted(
     await checkout.wait_for(order, "fulfilled")
     row = await checkout.payment_row(str(lost.id))
     assert row.external_id == external_id
+
+
+async def test_a_fulfilled_order_is_delivered_by_link_and_one_email(
+    checkout: Checkout, settings: Settings
+) -> None:
+    """Paid at the sandbox -> fulfilled -> one e-mail with the link; the link shows the keys."""
+    from email import message_from_binary_file, policy
+
+    order = await checkout.order(quantity=2)
+    payment = (await checkout.pay(order)).json()
+    await checkout.drive(payment["external_id"], "finished")
+    view = await checkout.wait_for(order, "fulfilled")
+    link = view["delivery_url"]
+    assert link and link.startswith(f"{checkout.shop.base_url}/delivery/")
+    page = await checkout.shop.get(link.removeprefix(str(checkout.shop.base_url)))
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+    assert page.text.count("data-licence-key") == 2
+    deadline = time.monotonic() + 15
+    while not list(settings.mail_dir.glob("*.eml")):
+        assert time.monotonic() < deadline, "no mail was written"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # nothing more may come for this order
+    mails = []
+    for path in settings.mail_dir.glob("*.eml"):
+        with path.open("rb") as handle:
+            mails.append(message_from_binary_file(handle, policy=policy.default))
+    assert [mail["To"] for mail in mails] == ["buyer@example.com"]
+    [mail] = mails
+    text = mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert "/delivery/" in text
+    assert f"K-{order['items'][0]['product_id']}-" not in mail.as_string()  # never the keys

@@ -130,6 +130,21 @@ async def test_waiting_for_something_never_kills_a_job(sessionmaker: Sessions) -
     assert (await _job(sessionmaker)).attempts == 4
 
 
+async def test_giving_up_ends_the_job_dead_at_once_with_the_reason(
+    sessionmaker: Sessions,
+) -> None:
+    await _enqueue(sessionmaker, max_attempts=10)
+
+    async def refused(session: AsyncSession, payload: Mapping[str, Any]) -> None:
+        raise jobs.GiveUp("SMTP 550: the server refused the recipient")
+
+    [job] = await jobs.claim(sessionmaker, "w1")
+    assert await jobs.run_one(sessionmaker, job, "w1", {"test": refused}) is JobStatus.DEAD
+    dead = await _job(sessionmaker)
+    assert dead.attempts == 1 and dead.finished_at is not None
+    assert dead.last_error == "GiveUp: SMTP 550: the server refused the recipient"
+
+
 async def test_staff_can_retry_a_dead_job(sessionmaker: Sessions) -> None:
     await _enqueue(sessionmaker, max_attempts=1)
     [job] = await jobs.claim(sessionmaker, "w1")

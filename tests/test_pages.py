@@ -19,14 +19,14 @@ from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cryptocheckout.app import create_app
-from cryptocheckout.catalogue import repository as catalogue
 from cryptocheckout.catalogue.models import Product
+from cryptocheckout.catalogue.service import add_keys
 from cryptocheckout.config import Settings
 from cryptocheckout.orders.models import Order, OrderStatus
 from cryptocheckout.payments.models import Payment, PaymentKind, PaymentStatus
 from cryptocheckout.sandbox import SandboxConfig, create_sandbox_app
 from tests.support.servers import free_port, serve_in_thread
-from tests.support.shop import paying_order
+from tests.support.shop import TEST_KEY_RING, paying_order
 
 Sessions = async_sessionmaker[AsyncSession]
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -84,7 +84,7 @@ async def _products(sessionmaker: Sessions) -> dict[str, Product]:
             )
             session.add(product)
             await session.flush()
-            await catalogue.add_keys(session, product.id, [f"{sku}-{i}" for i in range(keys)])
+            await add_keys(session, TEST_KEY_RING, product.id, [f"{sku}-{i}" for i in range(keys)])
             made[sku] = product
         await session.commit()
     return made

@@ -16,8 +16,10 @@ from cryptocheckout.admin.router import router as admin_router
 from cryptocheckout.catalogue.router import router as catalogue_router
 from cryptocheckout.config import Settings
 from cryptocheckout.customer.router import router as customer_router
+from cryptocheckout.delivery.router import router as delivery_router
 from cryptocheckout.kit.accesslog import AccessLog
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
+from cryptocheckout.kit.encryption import keyring_of
 from cryptocheckout.kit.headers import SecurityHeaders
 from cryptocheckout.kit.limits import BodySizeLimit
 from cryptocheckout.kit.problems import UnhandledErrors, install_problem_handlers
@@ -81,6 +83,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Parsed once, at start-up: a missing or malformed key stops the app, naming the variable.
+    app.state.keyring = keyring_of(settings)
     install_problem_handlers(app)
     # Starlette runs the last added middleware first: unhandled errors, access log, headers,
     # body deadline, body limit, IPN fast path, the order pages' status poll.
@@ -100,4 +104,5 @@ def create_app(
     app.include_router(admin_router)
     app.include_router(pages_router)
     app.mount("/static", pages_static, name="static")
+    app.include_router(delivery_router)
     return app

@@ -23,8 +23,23 @@ def cmd_migrate(_args: argparse.Namespace) -> None:
     from cryptocheckout.kit.migrate import upgrade
 
     settings = settings_from_environment()
-    upgrade(settings.database_url)
+    upgrade(
+        settings.database_url,
+        keys_encryption_key=settings.keys_encryption_key.get_secret_value() or None,
+    )
     print("database is at the latest migration")
+
+
+def cmd_rotate_keys(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from cryptocheckout.catalogue.rotation import rotate_keys
+    from cryptocheckout.kit.encryption import keyring_of
+
+    settings = settings_from_environment()
+    ring = keyring_of(settings)
+    total = asyncio.run(rotate_keys(settings.database_url, ring, batch=args.batch))
+    print(f"{total} licence keys re-encrypted; every key is now under key {ring.current.key_id}")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -34,7 +49,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from cryptocheckout.kit.serving import server_config
 
     settings = settings_from_environment()
-    required = ["nowpayments_api_key", "nowpayments_ipn_secret", "admin_token"]
+    required = [
+        "nowpayments_api_key",
+        "nowpayments_ipn_secret",
+        "admin_token",
+        "keys_encryption_key",
+    ]
     if settings.metrics_token.get_secret_value():
         required.append("metrics_token")
     settings.require(*required)
@@ -54,7 +74,7 @@ def cmd_worker(_args: argparse.Namespace) -> None:
     from cryptocheckout.worker import run_standalone
 
     settings = settings_from_environment()
-    settings.require("nowpayments_api_key", "nowpayments_ipn_secret")
+    settings.require("nowpayments_api_key", "nowpayments_ipn_secret", "keys_encryption_key")
     asyncio.run(run_standalone(settings))
 
 
@@ -82,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply all migrations to DATABASE_URL")
     migrate.set_defaults(handler=cmd_migrate)
+
+    rotate = commands.add_parser(
+        "rotate-keys",
+        help="re-encrypt every stored licence key under the first KEYS_ENCRYPTION_KEY "
+        "(resumable; safe while the shop serves)",
+    )
+    rotate.add_argument("--batch", type=int, default=200, help="keys per transaction")
+    rotate.set_defaults(handler=cmd_rotate_keys)
 
     serve = commands.add_parser("serve", help="serve the API and pages")
     serve.add_argument("--host", default="127.0.0.1")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +75,16 @@ class Settings(BaseSettings):
     # client is cut off (headers) or answered 408 (body) instead of holding a connection.
     request_header_timeout_seconds: float = 10.0
     request_body_timeout_seconds: float = 15.0
+    # Licence keys at rest: comma-separated keys, 32 random bytes in URL-safe base64 each;
+    # the first encrypts, every one decrypts (kit/encryption.py).
+    keys_encryption_key: SecretStr = SecretStr("")
+    # Where mail goes: smtp://[user:password@]host:port (?starttls=true) or smtps://...;
+    # without it, each message is written as an .eml file under mail_dir.
+    smtp_url: SecretStr = SecretStr("")
+    mail_from: str = "cryptocheckout <shop@localhost>"
+    mail_dir: Path = Path("var/mail")
+    # How long a delivery link shows the keys; afterwards it offers a fresh link by e-mail.
+    delivery_link_ttl_seconds: int = Field(default=86400, gt=0)
 
     @field_validator("nowpayments_base", "public_base_url")
     @classmethod

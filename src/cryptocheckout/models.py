@@ -1,6 +1,7 @@
 """Every table, imported in one place so the metadata (and Alembic) sees them all."""
 
 from cryptocheckout.catalogue.models import LicenceKey, Product
+from cryptocheckout.delivery.models import Delivery
 from cryptocheckout.kit.db import Base
 from cryptocheckout.kit.idempotency_models import IdempotencyKey
 from cryptocheckout.kit.jobs_models import Job
@@ -10,6 +11,7 @@ from cryptocheckout.webhooks.models import RejectedWebhook, WebhookLog
 
 __all__ = [
     "Base",
+    "Delivery",
     "IdempotencyKey",
     "Job",
     "LicenceKey",

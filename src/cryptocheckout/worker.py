@@ -20,9 +20,12 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cryptocheckout.config import Settings
+from cryptocheckout.delivery.jobs import email_on_order_event
+from cryptocheckout.delivery.wiring import mail_job_handlers
 from cryptocheckout.fulfilment.handlers import JOB_HANDLERS as FULFILMENT_JOBS
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.db import create_engine, create_sessionmaker, unit_of_work
+from cryptocheckout.kit.encryption import keyring_of
 from cryptocheckout.kit.idempotency import purge_expired
 from cryptocheckout.kit.logsafe import FailureLog
 from cryptocheckout.kit.runtime import freeze_startup_heap
@@ -166,8 +169,11 @@ def worker_from_settings(
     settings: Settings,
     client: NowPaymentsClient | None = None,
 ) -> Worker:
+    ring = keyring_of(settings)
     return Worker(
         sessionmaker,
+        handlers={**HANDLERS, **mail_job_handlers(settings, ring)},
+        reactions=[email_on_order_event],
         tolerance_percent=settings.payment_tolerance_percent,
         poll_interval=settings.worker_poll_seconds,
         lease=timedelta(seconds=settings.job_lease_seconds),

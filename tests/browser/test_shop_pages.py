@@ -28,13 +28,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cryptocheckout.app import create_app
-from cryptocheckout.catalogue import repository as catalogue
 from cryptocheckout.catalogue.models import LicenceKey, Product
+from cryptocheckout.catalogue.service import add_keys
 from cryptocheckout.config import Settings
 from cryptocheckout.payments.models import Payment, PaymentStatus
 from cryptocheckout.sandbox import SandboxConfig, create_sandbox_app
 from tests.browser.test_sandbox_page import CHROMIUM, CHROMIUM_ARGS
 from tests.support.servers import free_port, serve_in_thread
+from tests.support.shop import TEST_KEY_RING
 
 try:
     from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright, expect
@@ -105,7 +106,7 @@ async def _seed(sessionmaker: Sessions) -> None:
             product = Product(sku=sku, name=name, price=Decimal(price), currency="USD")
             session.add(product)
             await session.flush()
-            await catalogue.add_keys(session, product.id, [f"{sku}-{i}" for i in range(5)])
+            await add_keys(session, TEST_KEY_RING, product.id, [f"{sku}-{i}" for i in range(5)])
         await session.commit()
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cryptocheckout.catalogue.models import LicenceKey, Product
+from cryptocheckout.catalogue.models import Product
+from cryptocheckout.catalogue.service import add_keys
+from cryptocheckout.kit.encryption import KeyRing
 from cryptocheckout.orders.models import Order, OrderItem, OrderStatus
 from cryptocheckout.payments.models import Payment, PaymentKind, PaymentStatus
+
+TEST_KEY_RING = KeyRing.parse(os.environ["KEYS_ENCRYPTION_KEY"])
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,8 @@ async def paying_order(
         )
         session.add(product)
         await session.flush()
-        session.add_all(
-            LicenceKey(product_id=product.id, secret=f"KEY-{uuid.uuid4().hex}") for _ in range(keys)
+        await add_keys(
+            session, TEST_KEY_RING, product.id, [f"KEY-{uuid.uuid4().hex}" for _ in range(keys)]
         )
         order = Order(
             email="buyer@example.com",

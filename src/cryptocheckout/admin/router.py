@@ -30,7 +30,7 @@ from cryptocheckout.catalogue.schemas import (
 from cryptocheckout.fulfilment.handlers import wake_waiting_orders
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.db import read_only, unit_of_work
-from cryptocheckout.kit.http import AppSettings, SessionMaker
+from cryptocheckout.kit.http import AppKeyRing, AppSettings, SessionMaker
 from cryptocheckout.kit.jobs_models import Job, JobStatus
 from cryptocheckout.kit.problems import not_found
 from cryptocheckout.kit.security import require_admin
@@ -62,9 +62,11 @@ async def update_product(
 
 
 @router.post("/products/{product_id}/keys", status_code=201, response_model=KeysAdded)
-async def add_keys(product_id: uuid.UUID, data: KeysIn, sessionmaker: SessionMaker) -> KeysAdded:
+async def add_keys(
+    product_id: uuid.UUID, data: KeysIn, sessionmaker: SessionMaker, ring: AppKeyRing
+) -> KeysAdded:
     async with unit_of_work(sessionmaker) as session:
-        added, duplicates = await catalogue.add_keys(session, product_id, data.keys)
+        added, duplicates = await catalogue.add_keys(session, ring, product_id, data.keys)
         if added:
             await wake_waiting_orders(session)
     return KeysAdded(added=added, duplicates=duplicates)

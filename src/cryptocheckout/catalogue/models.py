@@ -23,19 +23,30 @@ class Product(UUIDPrimaryKey, Timestamps, Base):
 
 
 class LicenceKey(UUIDPrimaryKey, CreatedAt, Base):
-    """One deliverable key of a product; `order_id` is set when it is handed to an order."""
+    """One deliverable key of a product; `order_id` is set when it is handed to an order.
+
+    The key itself is only stored encrypted (`kit/encryption.py`): `ciphertext` names the ring
+    key that made it (also in `key_id`, for rotation), and `key_hash`, a keyed hash, finds
+    duplicates within the product without the plain key.
+    """
 
     __tablename__ = "licence_keys"
     __table_args__ = (
-        UniqueConstraint("product_id", "secret"),
+        UniqueConstraint("product_id", "key_hash"),
         Index(None, "product_id", "order_id"),
+        Index(None, "key_id"),
     )
 
     product_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("products.id", ondelete="CASCADE")
     )
-    secret: Mapped[str] = mapped_column(Text)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64))
     order_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("orders.id", ondelete="SET NULL"), default=None
     )
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    def __repr__(self) -> str:  # the default repr would print the ciphertext; keep logs clean
+        return f"LicenceKey(id={self.id!s}, product_id={self.product_id!s})"

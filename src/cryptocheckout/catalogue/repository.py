@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.catalogue.models import LicenceKey, Product
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.dialects import dialect_name, insert
+from cryptocheckout.kit.encryption import Sealed
 
 
 async def get(session: AsyncSession, product_id: uuid.UUID) -> Product | None:
@@ -51,14 +52,42 @@ async def stock(session: AsyncSession, product_ids: Iterable[uuid.UUID]) -> dict
     return counts
 
 
-async def add_keys(session: AsyncSession, product_id: uuid.UUID, secrets: Sequence[str]) -> int:
-    """Insert the keys the product does not have yet; returns how many were new."""
-    if not secrets:
+async def existing_key_hashes(
+    session: AsyncSession, product_id: uuid.UUID, key_hashes: Collection[str]
+) -> set[str]:
+    """Which of these keyed hashes the product's licence keys already have."""
+    if not key_hashes:
+        return set()
+    rows = await session.execute(
+        select(LicenceKey.key_hash).where(
+            LicenceKey.product_id == product_id, LicenceKey.key_hash.in_(set(key_hashes))
+        )
+    )
+    return set(rows.scalars())
+
+
+async def add_keys(
+    session: AsyncSession, product_id: uuid.UUID, rows: Sequence[tuple[uuid.UUID, Sealed]]
+) -> int:
+    """Insert sealed keys (row id, sealed) unless their hash is there; returns how many were new."""
+    if not rows:
         return 0
     statement = (
         insert(session, LicenceKey)
-        .values([{"id": uuid.uuid4(), "product_id": product_id, "secret": s} for s in secrets])
-        .on_conflict_do_nothing(index_elements=["product_id", "secret"])
+        .values(
+            [
+                {
+                    "id": row_id,
+                    "product_id": product_id,
+                    "ciphertext": sealed.ciphertext,
+                    "key_id": sealed.key_id,
+                    "key_hash": sealed.key_hash,
+                    "created_at": utcnow(),
+                }
+                for row_id, sealed in rows
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["product_id", "key_hash"])
         .returning(LicenceKey.id)
     )
     return len((await session.execute(statement)).all())
@@ -99,3 +128,54 @@ async def assign_free_keys(
         .values(order_id=order_id, assigned_at=utcnow())
     )
     return count
+
+
+async def keys_of_order(
+    session: AsyncSession, order_id: uuid.UUID
+) -> Sequence[Row[uuid.UUID, str, str]]:
+    """The order's licence keys (id, ciphertext, product name), in a stable order."""
+    rows = await session.execute(
+        select(LicenceKey.id, LicenceKey.ciphertext, Product.name)
+        .join(Product, Product.id == LicenceKey.product_id)
+        .where(LicenceKey.order_id == order_id)
+        .order_by(Product.name, LicenceKey.assigned_at, LicenceKey.id)
+    )
+    return rows.all()
+
+
+async def keys_to_rotate(
+    session: AsyncSession, current_key_id: str, limit: int
+) -> Sequence[Row[uuid.UUID, uuid.UUID, str, str]]:
+    """Up to `limit` keys not yet under the current ring key (id, product_id, ciphertext).
+
+    On PostgreSQL rows another transaction holds (fulfilment assigning them) are skipped, not
+    waited for: the next batch finds them again, since only their key id decides.
+    """
+    statement = (
+        select(LicenceKey.id, LicenceKey.product_id, LicenceKey.ciphertext, LicenceKey.key_id)
+        .where(LicenceKey.key_id != current_key_id)
+        .order_by(LicenceKey.id)
+        .limit(limit)
+    )
+    if dialect_name(session) == "postgresql":
+        statement = statement.with_for_update(skip_locked=True)
+    return (await session.execute(statement)).all()
+
+
+async def reseal_key(
+    session: AsyncSession, key_id: uuid.UUID, old_key_id: str, sealed: Sealed
+) -> bool:
+    """Replaces a key's ciphertext and hash, unless someone rotated it meanwhile."""
+    result = await session.execute(
+        update(LicenceKey)
+        .where(LicenceKey.id == key_id, LicenceKey.key_id == old_key_id)
+        .values(ciphertext=sealed.ciphertext, key_id=sealed.key_id, key_hash=sealed.key_hash)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def count_keys_not_under(session: AsyncSession, key_id: str) -> int:
+    rows = await session.execute(
+        select(func.count()).select_from(LicenceKey).where(LicenceKey.key_id != key_id)
+    )
+    return int(rows.scalar_one())

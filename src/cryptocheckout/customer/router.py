@@ -6,6 +6,7 @@ from fastapi import APIRouter, Header, Query
 
 from cryptocheckout.customer.schemas import OrderView
 from cryptocheckout.customer.views import order_view
+from cryptocheckout.delivery.wiring import Links
 from cryptocheckout.kit.db import read_only
 from cryptocheckout.kit.errors import NotFound
 from cryptocheckout.kit.http import SessionMaker
@@ -18,6 +19,7 @@ router = APIRouter(tags=["orders"])
 async def get_order(
     order_id: str,
     sessionmaker: SessionMaker,
+    links: Links,
     x_order_token: Annotated[str | None, Header()] = None,
     token: Annotated[str | None, Query(max_length=200)] = None,
 ) -> OrderView:
@@ -25,4 +27,4 @@ async def get_order(
         order = await orders.get_for_customer(session, order_id, x_order_token or token)
         if order is None:
             raise NotFound("order")
-        return await order_view(session, order)
+        return await order_view(session, order, links)

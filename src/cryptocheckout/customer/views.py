@@ -9,11 +9,23 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.customer.schemas import OrderView
-from cryptocheckout.orders.models import Order
+from cryptocheckout.delivery.links import DeliveryLinks
+from cryptocheckout.kit.clock import utcnow
+from cryptocheckout.orders.models import Order, OrderStatus
 from cryptocheckout.orders.schemas import order_fields
 from cryptocheckout.payments import queries as payments
 
 
-async def order_view(session: AsyncSession, order: Order) -> OrderView:
+async def order_view(session: AsyncSession, order: Order, links: DeliveryLinks | None) -> OrderView:
+    """The order as its customer sees it; `links` signs the delivery link once fulfilled."""
     payment = await payments.current_summary(session, order.id)
-    return OrderView(**order_fields(order), payment=payment, delivery_url=None)
+    return OrderView(
+        **order_fields(order), payment=payment, delivery_url=delivery_url(order, links)
+    )
+
+
+def delivery_url(order: Order, links: DeliveryLinks | None) -> str | None:
+    """A fresh link to the keys of a fulfilled order (the caller holds the order's token)."""
+    if links is None or order.status is not OrderStatus.FULFILLED:
+        return None
+    return links.url(order.id, utcnow())

@@ -3,12 +3,14 @@
 The customer's order token may travel as `?token=`; uvicorn's own access log prints query
 strings, so it is turned off and this one logs method, path, status and duration only.
 The path is the client's text: its control characters are escaped (a `%0A` in the path
-must not start a forged line of its own).
+must not start a forged line of its own). A delivery link carries its token in the path,
+so that segment is masked.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,6 +18,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cryptocheckout.kit.logsafe import escape_control
 
 logger = logging.getLogger("cryptocheckout.access")
+_DELIVERY_TOKEN = re.compile(r"^/delivery/(?!assets/)[^/]+")
+
+
+def loggable_path(path: str) -> str:
+    """The path without credentials in it: `/delivery/<token>/...` -> `/delivery/***/...`."""
+    return _DELIVERY_TOKEN.sub("/delivery/***", path)
 
 
 class AccessLog:
@@ -48,7 +56,7 @@ class AccessLog:
             logger.info(
                 "%s %s %d %.1fms",
                 escape_control(scope["method"]),
-                escape_control(scope["path"]),
+                escape_control(loggable_path(scope["path"])),
                 status,
                 (time.perf_counter() - started) * 1000,
             )

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cryptocheckout.config import Settings
+from cryptocheckout.kit.encryption import KeyRing
 
 
 def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
@@ -21,5 +22,11 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_keyring(request: Request) -> KeyRing:
+    ring: KeyRing = request.app.state.keyring
+    return ring
+
+
 SessionMaker = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
+AppKeyRing = Annotated[KeyRing, Depends(get_keyring)]

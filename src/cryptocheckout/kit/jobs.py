@@ -46,6 +46,13 @@ class RetryLater(Exception):
     """
 
 
+class GiveUp(Exception):
+    """Raised by a handler whose job can never succeed (a mail server's 5xx refusal, say).
+
+    The job ends dead at once, its reason in `last_error` for staff, instead of retrying.
+    """
+
+
 async def enqueue(
     session: AsyncSession,
     kind: str,
@@ -184,8 +191,9 @@ async def mark_failed(
     error: str,
     *,
     may_die: bool = True,
+    dead_now: bool = False,
 ) -> JobStatus:
-    dead = may_die and job.attempts >= job.max_attempts
+    dead = dead_now or (may_die and job.attempts >= job.max_attempts)
     now = utcnow()
     status = JobStatus.DEAD if dead else JobStatus.QUEUED
     async with sessionmaker() as session:
@@ -230,6 +238,11 @@ async def run_one(
         logger.info("job %s (%s) waits: %s", job.id, job.kind, exc)
         return await mark_failed(
             sessionmaker, job, worker_id, f"{type(exc).__name__}: {exc}", may_die=False
+        )
+    except GiveUp as exc:
+        logger.warning("job %s (%s) gave up: %s", job.id, job.kind, exc)
+        return await mark_failed(
+            sessionmaker, job, worker_id, f"{type(exc).__name__}: {exc}", dead_now=True
         )
     except Exception as exc:
         failures.failure(exc, "job %s (%s) failed on attempt %d", job.id, job.kind, job.attempts)

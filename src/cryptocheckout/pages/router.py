@@ -23,6 +23,8 @@ from starlette.types import Scope
 
 from cryptocheckout.catalogue import repository as catalogue
 from cryptocheckout.config import Settings
+from cryptocheckout.customer.views import delivery_url
+from cryptocheckout.delivery.wiring import delivery_links
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.db import unit_of_work
 from cryptocheckout.kit.errors import DomainError, FieldIssue, OrderClosed, ProviderRefused
@@ -344,7 +346,7 @@ async def _order_page(
         "payment": _payment_view(settings, latest) if latest else None,
         "balance": balance(order, all_payments),
         "retry_choice": _retry_choice(latest),
-        "delivery_url": None,  # the delivery link arrives with the delivery pages
+        "delivery_url": delivery_url(order, delivery_links(settings, request.app.state.keyring)),
         "error": error,
         "invoice_choice": INVOICE_CHOICE,
     }
