@@ -1,5 +1,6 @@
 """Every table, imported in one place so the metadata (and Alembic) sees them all."""
 
+from cryptocheckout.admin.models import AdminAction, AdminSession
 from cryptocheckout.catalogue.models import LicenceKey, Product
 from cryptocheckout.kit.db import Base
 from cryptocheckout.kit.idempotency_models import IdempotencyKey
@@ -9,6 +10,8 @@ from cryptocheckout.payments.models import Payment, StatusChange
 from cryptocheckout.webhooks.models import RejectedWebhook, WebhookLog
 
 __all__ = [
+    "AdminAction",
+    "AdminSession",
     "Base",
     "IdempotencyKey",
     "Job",
