@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cryptocheckout import __version__, health
+from cryptocheckout.admin.console import install_console
 from cryptocheckout.admin.router import router as admin_router
 from cryptocheckout.catalogue.router import router as catalogue_router
 from cryptocheckout.config import Settings
@@ -83,4 +84,5 @@ def create_app(
     app.include_router(payments_router)
     app.include_router(webhooks_router)
     app.include_router(admin_router)
+    install_console(app)
     return app

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from cryptocheckout.admin.models import AdminAction
+from cryptocheckout.admin.models import AdminAction, AdminSession
 from cryptocheckout.admin.pagination import page, split
 from cryptocheckout.catalogue.models import Product
 from cryptocheckout.kit.jobs_models import Job, JobStatus
@@ -309,3 +309,40 @@ async def rejected_since(session: AsyncSession, since: datetime) -> dict[str, in
         .group_by(RejectedWebhook.reason)
     )
     return {reason: int(n) for reason, n in rows.tuples()}
+
+
+# -- console sessions -------------------------------------------------------------------------
+
+
+async def session_by_secret_hash(session: AsyncSession, secret_hash: str) -> AdminSession | None:
+    rows = await session.execute(
+        select(AdminSession).where(AdminSession.secret_hash == secret_hash)
+    )
+    return rows.scalar_one_or_none()
+
+
+async def prune_sessions(session: AsyncSession, before: datetime) -> None:
+    """Forget sessions that ended or expired before `before` (they sign nobody in)."""
+    await session.execute(
+        delete(AdminSession).where(
+            or_(AdminSession.expires_at < before, AdminSession.ended_at < before)
+        )
+    )
+
+
+async def notifications_of(
+    session: AsyncSession, external_ids: Sequence[str]
+) -> Sequence[WebhookLog]:
+    """The stored notifications naming any of these NOWPayments payment ids, oldest first."""
+    if not external_ids:
+        return []
+    rows = await session.execute(
+        select(WebhookLog)
+        .where(WebhookLog.external_id.in_(list(external_ids)))
+        .order_by(WebhookLog.created_at, WebhookLog.id)
+    )
+    return rows.scalars().all()
+
+
+async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
+    return await session.get(Job, job_id)
