@@ -298,7 +298,7 @@ async def paid_waiting_for_keys(session: AsyncSession) -> Sequence[tuple[Order, 
         .order_by(Order.updated_at)
         .limit(ATTENTION_LIMIT)
     )
-    return [(order, job) for order, job in rows.tuples()]
+    return [(order, job) for order, job in rows.all()]
 
 
 async def rejected_since(session: AsyncSession, since: datetime) -> dict[str, int]:
@@ -308,7 +308,7 @@ async def rejected_since(session: AsyncSession, since: datetime) -> dict[str, in
         .where(RejectedWebhook.created_at >= since)
         .group_by(RejectedWebhook.reason)
     )
-    return {reason: int(n) for reason, n in rows.tuples()}
+    return {reason: int(n) for reason, n in rows.all()}
 
 
 # -- console sessions -------------------------------------------------------------------------
