@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
+AXE := tests/browser/node_modules/axe-core/axe.min.js
+
 .PHONY: demo test lint install clean
 
 $(BIN)/.installed: pyproject.toml
@@ -15,10 +17,15 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# axe-core for the browser tests' accessibility checks, pinned in tests/browser/package-lock.json.
+$(AXE): tests/browser/package.json tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund --silent
+	touch $@
+
 demo: $(BIN)/.installed
 	$(BIN)/cryptocheckout demo
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed $(AXE)
 	scripts/install-browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -28,4 +35,4 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/browser/node_modules

@@ -129,8 +129,14 @@ def _secure(settings: Settings) -> bool:
 
 
 def _from_another_site(request: Request) -> bool:
+    # With Referrer-Policy: no-referrer browsers send `Origin: null` even for our own forms,
+    # so a null origin proves nothing either way; Sec-Fetch-Site still tells.
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        return True
     origin = request.headers.get("origin")
-    return origin is not None and urlsplit(origin).netloc != request.headers.get("host")
+    if origin is None or origin == "null":
+        return False
+    return urlsplit(origin).netloc != request.headers.get("host")
 
 
 async def current_staff(
