@@ -1,8 +1,12 @@
-"""admin_sessions and admin_actions for the admin console
+"""admin_sessions and admin_actions for the admin console; orders by lower(email)
 
 Revision ID: 0007
 Revises: 0004
 Create Date: 2026-11-30 16:30:00
+
+Orders get an index on lower(email): staff find a customer's orders and payments by e-mail,
+case-insensitively, and without it that filter scans every order (650 ms at 10^6 orders
+against 10 ms at 10^4, bench/admin_lists_bench.py).
 
 The console signs staff in with server-side sessions (so `Sign out` and a changed
 ADMIN_TOKEN end a session at once, not when a cookie expires) and records every action
@@ -65,7 +69,10 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_admin_actions_order_id"), ["order_id"])
         batch_op.create_index(batch_op.f("ix_admin_actions_subject_id"), ["subject_id"])
 
+    op.create_index("ix_orders_email_lower", "orders", [sa.text("lower(email)")])
+
 
 def downgrade() -> None:
+    op.drop_index("ix_orders_email_lower", table_name="orders")
     op.drop_table("admin_actions")
     op.drop_table("admin_sessions")
