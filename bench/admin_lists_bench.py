@@ -55,14 +55,14 @@ def _fill_sql(start: int, stop: int) -> list[str]:
     Row i: order and payment created i seconds after 2025-01-01 (newest last), e-mail
     buyer<i/10>@example.com (each customer has ten orders), NOWPayments id 5000000000+i, a status
     cycling through PAYMENT_STATUSES, every 997th payment held for review; refunded payments
-    are rare (every 10007th), as a rare status is the hard case for a status filter.
+    are rare (every 101st: 1 %, yet a full page at both sizes), the hard case for a status filter.
     """
     statuses = ", ".join(f"'{s}'" for s in PAYMENT_STATUSES)
     orders = ", ".join(f"'{ORDER_FOR_PAYMENT[s]}'" for s in PAYMENT_STATUSES)
     series = f"generate_series({start}, {stop - 1}) AS i"
     when = "TIMESTAMPTZ '2025-01-01 00:00:00+00' + i * INTERVAL '1 second'"
-    status = f"CASE WHEN i % 10007 = 0 THEN 'refunded' ELSE (ARRAY[{statuses}])[i % 6 + 1] END"
-    order_status = f"CASE WHEN i % 10007 = 0 THEN 'refunded' ELSE (ARRAY[{orders}])[i % 6 + 1] END"
+    status = f"CASE WHEN i % 101 = 0 THEN 'refunded' ELSE (ARRAY[{statuses}])[i % 6 + 1] END"
+    order_status = f"CASE WHEN i % 101 = 0 THEN 'refunded' ELSE (ARRAY[{orders}])[i % 6 + 1] END"
     order_id = "md5('order' || i)::uuid"
     # Only integers and fixed words of this script go into the SQL text.
     return [
