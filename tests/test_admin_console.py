@@ -415,3 +415,33 @@ async def test_home_names_a_wrong_ipn_secret_when_signatures_keep_failing(
             break
         await asyncio.sleep(0.02)
     assert "NOWPAYMENTS_IPN_SECRET is most likely not the IPN secret" in home.text
+
+
+def test_the_sign_in_throttle_forgives_after_its_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptocheckout.admin import sessions
+
+    now = [1000.0]
+    monkeypatch.setattr(sessions.time, "monotonic", lambda: now[0])
+    throttle = sessions.LoginThrottle(limit=3, window=60)
+    for _ in range(3):
+        assert throttle.retry_after("10.0.0.1") is None
+        throttle.failed("10.0.0.1")
+    assert throttle.retry_after("10.0.0.1") == 61
+    assert throttle.retry_after("10.0.0.2") is None  # per address
+    now[0] += 30
+    assert throttle.retry_after("10.0.0.1") == 31
+    now[0] += 31
+    assert throttle.retry_after("10.0.0.1") is None
+    throttle.failed("10.0.0.1")
+    throttle.succeeded("10.0.0.1")
+    assert throttle.retry_after("10.0.0.1") is None
+
+
+def test_the_sign_in_throttle_keeps_a_bounded_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptocheckout.admin import sessions
+
+    throttle = sessions.LoginThrottle(limit=1, window=60, max_addresses=100)
+    for i in range(1000):
+        throttle.failed(f"10.0.{i // 256}.{i % 256}")
+    assert len(throttle._failures) <= 100
+    assert throttle.retry_after("10.0.3.231") is not None  # the newest are kept

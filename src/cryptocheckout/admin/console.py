@@ -657,7 +657,10 @@ def timeline(
         entries.append(
             Entry(action.created_at, "action", f"Staff: {action.action.replace('_', ' ')}", text)
         )
-    entries.sort(key=lambda entry: entry.at)
+    # Within one moment (one transaction), cause before effect: what arrived, what changed,
+    # who acted, what was queued.
+    rank = {"notification": 0, "action": 1, "status": 2, "job": 3}
+    entries.sort(key=lambda entry: (entry.at, rank[entry.kind]))
     return entries
 
 
