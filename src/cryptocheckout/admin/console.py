@@ -9,7 +9,6 @@ same audit trail: who (the session's label) and why.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,15 @@ from cryptocheckout.admin import repository, service, sessions
 from cryptocheckout.admin.models import AdminAction
 from cryptocheckout.admin.router import product_views, replay_notification
 from cryptocheckout.admin.sessions import CSRF_FIELD, SESSION_COOKIE, LoginThrottle, Staff
+from cryptocheckout.admin.views import (
+    RejectedSummary,
+    amounts_of,
+    can_mark_paid,
+    likely_cause,
+    parse_uuid,
+    pretty_json,
+    timeline,
+)
 from cryptocheckout.catalogue import repository as catalogue_repository
 from cryptocheckout.catalogue import service as catalogue
 from cryptocheckout.catalogue.schemas import KeysIn, ProductCreate, ProductUpdate
@@ -44,8 +52,7 @@ from cryptocheckout.kit.money import format_money
 from cryptocheckout.kit.problems import Problem
 from cryptocheckout.kit.security import tokens_match
 from cryptocheckout.orders.models import Order, OrderStatus
-from cryptocheckout.payments.models import Payment, PaymentStatus, StatusChange
-from cryptocheckout.payments.state_machine import order_advances
+from cryptocheckout.payments.models import Payment, PaymentStatus
 from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 
 HERE = Path(__file__).parent
@@ -53,8 +60,6 @@ E = TypeVar("E", bound=StrEnum)
 STYLESHEET = (HERE / "static" / "console.css").read_bytes()
 PAGE_SIZE = 50
 MAX_FILTER = 320
-# Signature failures within the last hour from which the home page blames the IPN secret.
-SIGNATURE_ALARM = 3
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -93,14 +98,6 @@ def _money(amount: Decimal | None) -> str:
     return format_money(amount) if amount is not None else ""
 
 
-def _pretty_json(raw: str) -> str:
-    """A notification's body indented for reading (the exact bytes are shown beside it)."""
-    try:
-        return json.dumps(json.loads(raw), indent=2, ensure_ascii=False, sort_keys=True)
-    except ValueError:
-        return raw
-
-
 _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE / "templates"),
     autoescape=True,
@@ -110,7 +107,7 @@ _templates = jinja2.Environment(
 )
 _templates.filters["when"] = _when
 _templates.filters["money"] = _money
-_templates.filters["pretty_json"] = _pretty_json
+_templates.filters["pretty_json"] = pretty_json
 
 
 # -- sessions, CSRF, headers ------------------------------------------------------------------
@@ -229,13 +226,6 @@ def _see(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-def _parse_uuid(text: str | None) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(text or "")
-    except ValueError:
-        return None
-
-
 def _not_found(staff: Staff, what: str) -> HTMLResponse:
     return message(staff, 404, "Not found", f"There is no such {what}.")
 
@@ -312,26 +302,6 @@ async def logout(request: Request, sessionmaker: SessionMaker, _form: FormDep) -
 # -- home: what needs attention ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RejectedSummary:
-    reason: str
-    count: int
-    likely_cause: str
-
-
-def likely_cause(reason: str, count: int) -> str:
-    if reason == "invalid signature":
-        if count >= SIGNATURE_ALARM:
-            return (
-                "Many deliveries fail the signature check: NOWPAYMENTS_IPN_SECRET is most "
-                "likely not the IPN secret of the NOWPayments dashboard (or it was changed there)."
-            )
-        return "A few bad signatures: probes from the internet, or a secret changed just now."
-    if reason == "missing signature":
-        return "Posts without x-nowpayments-sig: not NOWPayments (a probe or a wrong client)."
-    return "Malformed bodies: not NOWPayments' notifications, or a proxy altering them."
-
-
 @router.get("")
 async def home(staff: StaffDep, sessionmaker: SessionMaker) -> Response:
     async with read_only(sessionmaker) as session:
@@ -392,7 +362,7 @@ class Filters:
         value = self.text(request, name)
         if value is None:
             return None
-        parsed = _parse_uuid(value)
+        parsed = parse_uuid(value)
         if parsed is None:
             self.errors[name] = "not an id"
         return parsed
@@ -558,119 +528,6 @@ async def webhooks(staff: StaffDep) -> Response:
 # -- a payment, an order: amounts and one timeline --------------------------------------------
 
 
-@dataclass(frozen=True)
-class Amounts:
-    """What a payment should bring and what arrived, in its coin and in the order's currency."""
-
-    expected: Decimal | None
-    paid: Decimal
-    coin: str
-    price: Decimal
-    currency: str
-    credited: Decimal | None
-    missing: Decimal | None
-    over: Decimal | None
-
-
-def amounts_of(payment: Payment) -> Amounts:
-    paid = payment.actually_paid or Decimal(0)
-    credited = missing = over = None
-    if payment.pay_amount:
-        # What arrived, in the order's currency: the contract's credit, exact to 8 places.
-        credited = (paid / payment.pay_amount * payment.price_amount).quantize(Decimal("1e-8"))
-        difference = payment.price_amount - credited
-        missing = difference if difference > 0 else None
-        over = -difference if difference < 0 else None
-    return Amounts(
-        expected=payment.pay_amount,
-        paid=paid,
-        coin=(payment.pay_currency or "").upper(),
-        price=payment.price_amount,
-        currency=payment.price_currency,
-        credited=credited,
-        missing=missing,
-        over=over,
-    )
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One line of a timeline: a notification, a status change, a job or a staff action."""
-
-    at: datetime
-    kind: str
-    title: str
-    text: str = ""
-    link: str | None = None
-    body: str | None = None
-
-
-def timeline(
-    changes: Sequence[StatusChange],
-    notifications: Sequence[WebhookLog],
-    jobs: Sequence[Job],
-    actions: Sequence[AdminAction],
-) -> list[Entry]:
-    entries: list[Entry] = []
-    for note in notifications:
-        text = f"{note.status.value}"
-        if note.deliveries > 1:
-            text += f", delivered {note.deliveries} times"
-        if note.error:
-            text += f": {note.error}"
-        entries.append(
-            Entry(
-                note.created_at,
-                "notification",
-                f"Notification {note.provider_status or '?'} (payment {note.external_id})",
-                text,
-                f"/admin/webhook-logs/{note.id}",
-                _pretty_json(note.raw_body),
-            )
-        )
-    for change in changes:
-        cause = change.cause.value + (f" by {change.cause_ref}" if change.cause_ref else "")
-        if change.cause.value == "notification" and change.cause_ref:
-            cause = "notification"
-        entries.append(
-            Entry(
-                change.created_at,
-                "status",
-                f"{change.subject.capitalize()} {change.from_status or '-'} → {change.to_status}",
-                f"cause {cause}" + (f"; note: {change.note}" if change.note else ""),
-                f"/admin/webhook-logs/{change.cause_ref}"
-                if change.cause.value == "notification" and _parse_uuid(change.cause_ref)
-                else None,
-            )
-        )
-    for job in jobs:
-        text = f"{job.status.value}, attempt {job.attempts} of {job.max_attempts}"
-        if job.last_error:
-            text += f"; last error: {job.last_error}"
-        entries.append(Entry(job.created_at, "job", f"Job {job.kind}", text, "/admin/jobs"))
-    for action in actions:
-        text = f"by {action.actor}"
-        if action.note:
-            text += f"; reason: {action.note}"
-        if action.outcome:
-            text += f"; {action.outcome}"
-        entries.append(
-            Entry(action.created_at, "action", f"Staff: {action.action.replace('_', ' ')}", text)
-        )
-    # Within one moment (one transaction), cause before effect: what arrived, what changed,
-    # who acted, what was queued.
-    rank = {"notification": 0, "action": 1, "status": 2, "job": 3}
-    entries.sort(key=lambda entry: (entry.at, rank[entry.kind]))
-    return entries
-
-
-def can_mark_paid(order: Order, payments: Sequence[Payment]) -> bool:
-    flagged = any(payment.needs_review for payment in payments)
-    return order.status is OrderStatus.UNDERPAID or (
-        flagged and order_advances(order.status, OrderStatus.PAID)
-    )
-
-
 async def _order_context(sessionmaker: SessionMaker, order_id: uuid.UUID) -> dict[str, Any] | None:
     async with read_only(sessionmaker) as session:
         found = await repository.order_detail(session, order_id)
@@ -689,7 +546,7 @@ async def _order_context(sessionmaker: SessionMaker, order_id: uuid.UUID) -> dic
 
 @router.get("/payments/{payment_id}")
 async def payment_page(payment_id: str, staff: StaffDep, sessionmaker: SessionMaker) -> Response:
-    parsed = _parse_uuid(payment_id)
+    parsed = parse_uuid(payment_id)
     payment = None
     if parsed is not None:
         async with read_only(sessionmaker) as session:
@@ -712,7 +569,7 @@ async def payment_page(payment_id: str, staff: StaffDep, sessionmaker: SessionMa
 
 @router.get("/orders/{order_id}")
 async def order_page(order_id: str, staff: StaffDep, sessionmaker: SessionMaker) -> Response:
-    parsed = _parse_uuid(order_id)
+    parsed = parse_uuid(order_id)
     context = await _order_context(sessionmaker, parsed) if parsed else None
     if context is None:
         return _not_found(staff, "order")
@@ -723,7 +580,7 @@ async def order_page(order_id: str, staff: StaffDep, sessionmaker: SessionMaker)
 async def mark_paid(
     order_id: str, staff: StaffDep, form: FormDep, sessionmaker: SessionMaker
 ) -> Response:
-    parsed = _parse_uuid(order_id)
+    parsed = parse_uuid(order_id)
     if parsed is None:
         return _not_found(staff, "order")
     reason = _text(form, "reason")
@@ -752,7 +609,7 @@ async def mark_paid(
 
 @router.get("/webhook-logs/{log_id}")
 async def webhook_log_page(log_id: str, staff: StaffDep, sessionmaker: SessionMaker) -> Response:
-    parsed = _parse_uuid(log_id)
+    parsed = parse_uuid(log_id)
     log = payment = None
     actions: Sequence[AdminAction] = []
     if parsed is not None:
@@ -782,7 +639,7 @@ async def replay(
     sessionmaker: SessionMaker,
     settings: AppSettings,
 ) -> Response:
-    parsed = _parse_uuid(log_id)
+    parsed = parse_uuid(log_id)
     if parsed is None:
         return _not_found(staff, "notification")
     try:
@@ -802,7 +659,7 @@ async def replay(
 async def retry(
     job_id: str, staff: StaffDep, form: FormDep, sessionmaker: SessionMaker
 ) -> Response:
-    parsed = _parse_uuid(job_id)
+    parsed = parse_uuid(job_id)
     if parsed is None:
         return _not_found(staff, "job")
     try:
@@ -899,7 +756,7 @@ async def _product_page(
 
 @router.get("/products/{product_id}")
 async def product_page(product_id: str, staff: StaffDep, sessionmaker: SessionMaker) -> Response:
-    parsed = _parse_uuid(product_id)
+    parsed = parse_uuid(product_id)
     if parsed is None:
         return _not_found(staff, "product")
     return await _product_page(sessionmaker, staff, parsed)
@@ -909,7 +766,7 @@ async def product_page(product_id: str, staff: StaffDep, sessionmaker: SessionMa
 async def edit_product(
     product_id: str, staff: StaffDep, form: FormDep, sessionmaker: SessionMaker
 ) -> Response:
-    parsed = _parse_uuid(product_id)
+    parsed = parse_uuid(product_id)
     if parsed is None:
         return _not_found(staff, "product")
     values: dict[str, Any] = {n: _text(form, n).strip() for n in ("name", "price", "currency")}
@@ -949,7 +806,7 @@ async def _uploaded_lines(upload: UploadFile | str | None) -> list[str]:
 async def import_keys(
     product_id: str, staff: StaffDep, form: FormDep, sessionmaker: SessionMaker
 ) -> Response:
-    parsed = _parse_uuid(product_id)
+    parsed = parse_uuid(product_id)
     if parsed is None:
         return _not_found(staff, "product")
     lines = _text(form, "keys").splitlines() + await _uploaded_lines(form.get("key_file"))
