@@ -28,6 +28,8 @@ EXPECTED_TABLES = {
     "idempotency_keys",
     "status_changes",
     "deliveries",
+    "admin_sessions",
+    "admin_actions",
 }
 
 

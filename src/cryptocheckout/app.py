@@ -12,6 +12,7 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cryptocheckout import __version__, health
+from cryptocheckout.admin.console import install_console
 from cryptocheckout.admin.router import router as admin_router
 from cryptocheckout.catalogue.router import router as catalogue_router
 from cryptocheckout.config import Settings
@@ -105,4 +106,5 @@ def create_app(
     app.include_router(pages_router)
     app.mount("/static", pages_static, name="static")
     app.include_router(delivery_router)
+    install_console(app)
     return app

@@ -1,5 +1,6 @@
 """Every table, imported in one place so the metadata (and Alembic) sees them all."""
 
+from cryptocheckout.admin.models import AdminAction, AdminSession
 from cryptocheckout.catalogue.models import LicenceKey, Product
 from cryptocheckout.delivery.models import Delivery
 from cryptocheckout.kit.db import Base
@@ -10,6 +11,8 @@ from cryptocheckout.payments.models import Payment, StatusChange
 from cryptocheckout.webhooks.models import RejectedWebhook, WebhookLog
 
 __all__ = [
+    "AdminAction",
+    "AdminSession",
     "Base",
     "Delivery",
     "IdempotencyKey",

@@ -1,16 +1,23 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cryptocheckout.admin import repository
+from cryptocheckout.admin import repository, service
 from cryptocheckout.admin.schemas import (
+    AdminActionOut,
+    AdminOrderDetail,
+    AdminOrderList,
     AdminPayment,
     AdminPaymentList,
+    AdminProductList,
     JobList,
     JobOut,
+    MarkPaidIn,
     PaymentDetail,
     RejectedWebhookList,
     RejectedWebhookOut,
@@ -19,6 +26,7 @@ from cryptocheckout.admin.schemas import (
     WebhookLogList,
     WebhookLogOut,
 )
+from cryptocheckout.catalogue import repository as catalogue_repository
 from cryptocheckout.catalogue import service as catalogue
 from cryptocheckout.catalogue.schemas import (
     AdminProductOut,
@@ -27,18 +35,17 @@ from cryptocheckout.catalogue.schemas import (
     ProductCreate,
     ProductUpdate,
 )
-from cryptocheckout.fulfilment.handlers import wake_waiting_orders
-from cryptocheckout.kit import jobs
 from cryptocheckout.kit.db import read_only, unit_of_work
 from cryptocheckout.kit.http import AppKeyRing, AppSettings, SessionMaker
-from cryptocheckout.kit.jobs_models import Job, JobStatus
+from cryptocheckout.kit.jobs_models import JobStatus
 from cryptocheckout.kit.problems import not_found
 from cryptocheckout.kit.security import require_admin
+from cryptocheckout.orders.models import OrderStatus
 from cryptocheckout.orders.schemas import OrderOut, order_fields
 from cryptocheckout.payments.models import PaymentStatus
 from cryptocheckout.webhooks import processor
 from cryptocheckout.webhooks import repository as webhook_logs
-from cryptocheckout.webhooks.models import WebhookLogStatus
+from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -61,14 +68,21 @@ async def update_product(
     return view
 
 
+@router.get("/products", response_model=AdminProductList)
+async def list_products(sessionmaker: SessionMaker) -> AdminProductList:
+    """Every product, inactive ones too, each with its free `stock`."""
+    async with read_only(sessionmaker) as session:
+        return AdminProductList(items=await product_views(session))
+
+
 @router.post("/products/{product_id}/keys", status_code=201, response_model=KeysAdded)
 async def add_keys(
     product_id: uuid.UUID, data: KeysIn, sessionmaker: SessionMaker, ring: AppKeyRing
 ) -> KeysAdded:
     async with unit_of_work(sessionmaker) as session:
-        added, duplicates = await catalogue.add_keys(session, ring, product_id, data.keys)
-        if added:
-            await wake_waiting_orders(session)
+        added, duplicates = await service.import_keys(
+            session, ring, product_id, data.keys, actor=service.API_ACTOR
+        )
     return KeysAdded(added=added, duplicates=duplicates)
 
 
@@ -156,9 +170,9 @@ async def replay_webhook_log(
     log_id: uuid.UUID, sessionmaker: SessionMaker, settings: AppSettings
 ) -> WebhookLogDetail:
     """Runs the stored notification through the state machine again; idempotent."""
-    log = await processor.replay(sessionmaker, log_id, settings.payment_tolerance_percent)
-    if log is None:
-        raise not_found("webhook log")
+    log = await replay_notification(
+        sessionmaker, log_id, settings.payment_tolerance_percent, actor=service.API_ACTOR
+    )
     return WebhookLogDetail.model_validate(log)
 
 
@@ -194,7 +208,104 @@ async def list_jobs(
 async def retry_job(job_id: uuid.UUID, sessionmaker: SessionMaker) -> JobOut:
     """A dead job runs again with a fresh set of attempts; any other job is left as it is."""
     async with unit_of_work(sessionmaker) as session:
-        job: Job | None = await jobs.retry_dead(session, job_id)
-        if job is None:
-            raise not_found("job")
+        job = await service.retry_job(session, job_id, actor=service.API_ACTOR)
         return JobOut.model_validate(job)
+
+
+@router.get("/orders", response_model=AdminOrderList)
+async def list_orders(
+    sessionmaker: SessionMaker,
+    status: OrderStatus | None = None,
+    email: Annotated[str | None, Query(max_length=320, pattern=PRINTABLE)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> AdminOrderList:
+    async with read_only(sessionmaker) as session:
+        rows, next_cursor = await repository.list_orders(
+            session, status=status, email=email, limit=limit, cursor=cursor
+        )
+    return AdminOrderList(
+        items=[OrderOut(**order_fields(order)) for order in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/orders/{order_id}", response_model=AdminOrderDetail)
+async def get_order(order_id: uuid.UUID, sessionmaker: SessionMaker) -> AdminOrderDetail:
+    async with read_only(sessionmaker) as session:
+        return await order_view(session, order_id)
+
+
+@router.post("/orders/{order_id}/mark-paid", response_model=AdminOrderDetail)
+async def mark_paid(
+    order_id: uuid.UUID, data: MarkPaidIn, sessionmaker: SessionMaker
+) -> AdminOrderDetail:
+    """An underpaid or flagged order becomes paid (cause `admin`, the reason as note) and is
+    fulfilled by the worker; any other order is a 409."""
+    async with unit_of_work(sessionmaker) as session:
+        await service.mark_paid(session, order_id, data.reason, actor=service.API_ACTOR)
+    async with read_only(sessionmaker) as session:
+        return await order_view(session, order_id)
+
+
+async def order_view(session: AsyncSession, order_id: uuid.UUID) -> AdminOrderDetail:
+    found = await repository.order_detail(session, order_id)
+    if found is None:
+        raise not_found("order")
+    return AdminOrderDetail(
+        **order_fields(found.order),
+        payments=[AdminPayment.model_validate(payment) for payment in found.payments],
+        timeline=[StatusChangeOut.model_validate(change) for change in found.timeline],
+        jobs=[JobOut.model_validate(job) for job in found.jobs],
+        actions=[AdminActionOut.model_validate(action) for action in found.actions],
+    )
+
+
+async def product_views(session: AsyncSession) -> list[AdminProductOut]:
+    products = await repository.list_products(session)
+    stock = await catalogue_repository.stock(session, [product.id for product in products])
+    return [
+        AdminProductOut(
+            id=product.id,
+            sku=product.sku,
+            name=product.name,
+            price=product.price,
+            currency=product.currency,
+            in_stock=stock[product.id] > 0,
+            active=product.active,
+            stock=stock[product.id],
+            created_at=product.created_at,
+            updated_at=product.updated_at,
+        )
+        for product in products
+    ]
+
+
+async def replay_notification(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    log_id: uuid.UUID,
+    tolerance_percent: Decimal,
+    *,
+    actor: str,
+    note: str | None = None,
+) -> WebhookLog:
+    """Replays a stored notification (it commits on its own), then records who asked."""
+    log = await processor.replay(sessionmaker, log_id, tolerance_percent)
+    if log is None:
+        raise not_found("webhook log")
+    async with unit_of_work(sessionmaker) as session:
+        payment = (
+            await repository.payment_by_external_id(session, log.external_id)
+            if log.external_id
+            else None
+        )
+        service.record(
+            session,
+            actor=actor,
+            action="replay",
+            subject="webhook_log",
+            subject_id=log.id,
+            order_id=payment.order_id if payment else None,
+            note=note,
+            outcome=f"{log.status.value}" + (f": {log.error}" if log.error else ""),
+        )
+    return log

@@ -4,8 +4,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from pydantic import Field
+
+from cryptocheckout.catalogue.schemas import AdminProductOut
 from cryptocheckout.kit.jobs_models import JobStatus
-from cryptocheckout.kit.schemas import MoneyOut, ResponseModel
+from cryptocheckout.kit.schemas import MoneyOut, RequestModel, ResponseModel
 from cryptocheckout.orders.schemas import OrderOut
 from cryptocheckout.payments.models import ChangeCause, PaymentKind, PaymentStatus
 from cryptocheckout.webhooks.models import WebhookLogStatus
@@ -118,3 +121,35 @@ class RejectedWebhookOut(ResponseModel):
 class RejectedWebhookList(ResponseModel):
     items: list[RejectedWebhookOut]
     next_cursor: str | None
+
+
+class AdminActionOut(ResponseModel):
+    id: uuid.UUID
+    actor: str
+    action: str
+    subject: str
+    subject_id: uuid.UUID | None
+    order_id: uuid.UUID | None
+    note: str | None
+    outcome: str | None
+    created_at: datetime
+
+
+class AdminOrderList(ResponseModel):
+    items: list[OrderOut]
+    next_cursor: str | None
+
+
+class AdminOrderDetail(OrderOut):
+    payments: list[AdminPayment]
+    timeline: list[StatusChangeOut]
+    jobs: list[JobOut]
+    actions: list[AdminActionOut]
+
+
+class AdminProductList(ResponseModel):
+    items: list[AdminProductOut]
+
+
+class MarkPaidIn(RequestModel):
+    reason: str = Field(strict=True, max_length=500)

@@ -4,7 +4,7 @@ import enum
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, Integer, String, Uuid
+from sqlalchemy import ForeignKey, Index, Integer, String, Uuid, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cryptocheckout.kit.db import Base
@@ -26,6 +26,8 @@ class OrderStatus(enum.StrEnum):
 
 class Order(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "orders"
+    # Staff look customers up by e-mail, case-insensitively (admin lists).
+    __table_args__ = (Index("ix_orders_email_lower", func.lower(text("email"))),)
 
     email: Mapped[str] = mapped_column(String(320))
     status: Mapped[OrderStatus] = mapped_column(

@@ -49,6 +49,8 @@ class Payment(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "payments"
     __table_args__ = (
         Index(None, "order_id", "status"),
+        # Staff's lists by status, newest first (keyset pages): one index range, any size.
+        Index(None, "status", "created_at"),
         Index(
             "uq_payments_open_per_order",
             "order_id",

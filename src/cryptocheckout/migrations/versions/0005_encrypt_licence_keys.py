@@ -1,6 +1,6 @@
 """Licence keys encrypted at rest; per-order delivery counters
 
-Revision ID: 0005_encrypt_licence_keys
+Revision ID: 0005
 Revises: 0003
 Create Date: 2026-11-30 16:00:00
 
@@ -22,7 +22,7 @@ from alembic import context, op
 import cryptocheckout.kit.types
 from cryptocheckout.kit.encryption import SETTING, KeyRing, KeyRingError
 
-revision: str = "0005_encrypt_licence_keys"
+revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
