@@ -27,6 +27,8 @@ EXPECTED_TABLES = {
     "jobs",
     "idempotency_keys",
     "status_changes",
+    "webhook_endpoints",
+    "webhook_deliveries",
 }
 
 

@@ -21,6 +21,7 @@ from cryptocheckout.kit.limits import BodySizeLimit
 from cryptocheckout.kit.problems import install_problem_handlers
 from cryptocheckout.kit.runtime import freeze_startup_heap
 from cryptocheckout.orders.router import router as orders_router
+from cryptocheckout.outbound.router import router as outbound_router
 from cryptocheckout.payments.router import router as payments_router
 from cryptocheckout.webhooks.ingest import NotificationStore
 from cryptocheckout.webhooks.router import IpnFastPath
@@ -83,4 +84,5 @@ def create_app(
     app.include_router(payments_router)
     app.include_router(webhooks_router)
     app.include_router(admin_router)
+    app.include_router(outbound_router)
     return app

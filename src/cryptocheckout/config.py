@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = 0.1
     # An open payment with no news for this long is looked up at NOWPayments (a lost IPN).
     reconcile_after_seconds: float = 600.0
+    # Outbound webhooks may go to loopback, link-local and private addresses (demo, tests).
+    webhooks_allow_private: bool = False
+    # An endpoint whose deliveries failed without a success for this many days is disabled.
+    webhook_disable_after_days: float = Field(default=5.0, gt=0)
 
     @field_validator("nowpayments_base", "public_base_url")
     @classmethod

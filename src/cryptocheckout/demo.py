@@ -63,6 +63,7 @@ async def run_demo(*, host: str, port: int, sandbox_port: int) -> None:
         nowpayments_callback_url=f"{shop_url}/api/webhooks/nowpayments",
         public_base_url=shop_url,
         admin_token=secrets.token_urlsafe(18),
+        webhooks_allow_private=True,
     )
     await asyncio.to_thread(upgrade, settings.database_url)
     await seed(settings)
