@@ -501,3 +501,136 @@ async def test_the_event_is_the_order_without_its_token(shop: Shop, inbox: Recei
     assert data["email"] == "buyer@example.com" and data["currency"] == "USD"
     assert data["items"][0]["quantity"] == 1 and data["payment"]["status"] == "finished"
     assert order.access_token not in json.dumps(message)
+
+
+async def test_a_hanging_endpoint_never_holds_up_payments(
+    shop: Shop, inbox: Receiver, sessionmaker: Sessions
+) -> None:
+    """The running worker: a delivery hangs in its lane while the next payment goes through."""
+    import asyncio
+    import threading
+
+    await shop.endpoint(inbox.url("/hang"), ["order.paid"])
+    inbox.hold["/hang"] = release = threading.Event()
+    worker = Worker(
+        sessionmaker,
+        poll_interval=0.02,
+        reactions=[outbound.react],
+        lanes=[DeliveryLane(sessionmaker, allow_private=True, poll_interval=0.02)],
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+
+    async def status(paying: Paying) -> OrderStatus:
+        async with sessionmaker() as session:
+            order = await session.get(Order, paying.order_id)
+            assert order is not None
+            return order.status
+
+    async def wait_until(condition: Any) -> None:
+        for _ in range(500):
+            if await condition():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the condition never held")
+
+    try:
+        first = await paying_order(sessionmaker, external_id="7001")
+        await shop.notify(first, "finished")
+
+        async def hanging() -> bool:
+            return len(inbox.at("/hang")) == 1
+
+        await wait_until(hanging)
+        second = await paying_order(sessionmaker, external_id="7002")
+        await shop.notify(second, "finished")
+
+        async def fulfilled() -> bool:
+            return await status(second) is OrderStatus.FULFILLED
+
+        await wait_until(fulfilled)
+        async with sessionmaker() as session:  # the first delivery is still in flight
+            assert (await session.execute(select(WebhookDelivery))).first() is None
+    finally:
+        release.set()
+        stop.set()
+        await running
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dialect", ["postgresql"], indirect=True)
+async def test_a_worker_killed_mid_delivery_the_event_still_arrives_with_the_same_id(
+    shop: Shop, inbox: Receiver, sessionmaker: Sessions, database_url: str
+) -> None:
+    """A real worker process is killed (SIGKILL) while its request is in flight."""
+    import asyncio
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    endpoint = await shop.endpoint(inbox.url("/killed"), ["order.paid"])
+    inbox.hold["/killed"] = release = threading.Event()
+    paying = await paying_order(sessionmaker, external_id="8001")
+    await shop.notify(paying, "finished")
+    for _ in range(20):  # the payment core only: the delivery waits in the queue
+        if not await shop.worker.run_once():
+            break
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CRYPTOCHECKOUT_MODE": "test",
+        "NOWPAYMENTS_API_KEY": "k",
+        "NOWPAYMENTS_IPN_SECRET": IPN_SECRET,
+        "WORKER_POLL_SECONDS": "0.02",
+        "WEBHOOKS_ALLOW_PRIVATE": "true",
+    }
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cryptocheckout", "worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def wait_until(condition: Any) -> None:
+        for _ in range(1000):
+            if await condition():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the condition never held")
+
+    async def arrived(count: int) -> bool:
+        return len(inbox.at("/killed")) >= count
+
+    async def delivered() -> bool:
+        return [j.status for j in await shop.delivery_jobs()] == [JobStatus.SUCCEEDED]
+
+    doomed = start()
+    try:
+        await wait_until(lambda: arrived(1))
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=10)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+        release.set()
+    [job] = await shop.delivery_jobs()
+    assert job.status is JobStatus.RUNNING
+    async with sessionmaker() as session:  # its lease runs out (2 minutes, not waited for)
+        await session.execute(
+            update(Job).where(Job.id == job.id).values(lease_expires_at=utcnow() - timedelta(1))
+        )
+        await session.commit()
+    survivor = start()
+    try:
+        await wait_until(delivered)
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        survivor.wait(timeout=15)
+    first, second = inbox.at("/killed")
+    assert first.webhook_id == second.webhook_id
+    assert first.verify(endpoint["secret"]) == second.verify(endpoint["secret"])
+    assert [d["status_code"] for d in (await shop.deliveries(endpoint["id"]))["items"]] == [200]
