@@ -528,7 +528,7 @@ async def test_a_hanging_endpoint_never_holds_up_payments(
             return order.status
 
     async def wait_until(condition: Any) -> None:
-        for _ in range(500):
+        for _ in range(1500):
             if await condition():
                 return
             await asyncio.sleep(0.02)
@@ -596,7 +596,7 @@ async def test_a_worker_killed_mid_delivery_the_event_still_arrives_with_the_sam
         )
 
     async def wait_until(condition: Any) -> None:
-        for _ in range(1000):
+        for _ in range(3000):
             if await condition():
                 return
             await asyncio.sleep(0.02)

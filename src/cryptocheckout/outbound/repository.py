@@ -65,10 +65,10 @@ async def record_attempt(
     disable_after_seconds: float,
 ) -> bool:
     """Logs the attempt and keeps the endpoint's failure clock; True when it got disabled."""
-    session.add(delivery)
     endpoint = await get_endpoint(session, delivery.endpoint_id, for_update=True)
     if endpoint is None:
-        return False
+        return False  # deleted meanwhile, and its log with it
+    session.add(delivery)
     if delivery.succeeded:
         endpoint.failing_since = None
         return False
