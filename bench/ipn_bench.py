@@ -21,6 +21,11 @@ What it does (every step is bounded in time, everything listens on 127.0.0.1 onl
 5. starts two `cryptocheckout worker` processes and sends paced `finished` notifications for
    distinct waiting payments, measuring the time from the 200 answer to the order's `paid`;
 6. prints a Markdown report and writes it into bench/README.md.
+
+With `--endpoint live` or `--endpoint dead`, a webhook endpoint of the shop's own systems is
+configured that answers at once, or accepts connections and never answers (each delivery
+waits out its 10 s timeout), so the report shows what order events and a dead endpoint cost
+the IPN endpoint and the notification -> paid latency.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cryptocheckout.catalogue.models import LicenceKey, Product
 from cryptocheckout.kit.db import create_engine
 from cryptocheckout.kit.encryption import KeyRing, generate_key
+from cryptocheckout.kit.jobs_models import Job
 from cryptocheckout.nowpayments.signature import (
     SIGNATURE_HEADER,
     canonical_ipn_body,
@@ -65,6 +71,9 @@ from cryptocheckout.nowpayments.signature import (
     sign_ipn,
 )
 from cryptocheckout.orders.models import Order, OrderItem, OrderStatus
+from cryptocheckout.outbound.models import WebhookEndpoint
+from cryptocheckout.outbound.service import WEBHOOK_DELIVERY_JOB
+from cryptocheckout.outbound.signing import new_secret
 from cryptocheckout.payments.models import Payment, PaymentKind, PaymentStatus, StatusChange
 from cryptocheckout.webhooks.ingest import fingerprint
 from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
@@ -503,6 +512,60 @@ def cryptocheckout_command() -> str:
     if not found:
         raise SystemExit("the `cryptocheckout` command is not installed next to this Python")
     return found
+
+
+@contextlib.asynccontextmanager
+async def receiver(*, answers: bool) -> AsyncIterator[str]:
+    """A loopback webhook endpoint: answers 204 at once, or reads and never answers (dead)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffer = b""
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(65536):
+                buffer += chunk
+                head, sep, body = buffer.partition(b"\r\n\r\n")
+                if not answers or not sep:
+                    continue
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                if len(body) >= length:
+                    buffer = body[length:]
+                    writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                    await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, HOST, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://{HOST}:{port}/hooks"
+    finally:
+        server.close()
+
+
+async def add_endpoint(engine: AsyncEngine, url: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(WebhookEndpoint).values(
+                id=uuid.uuid4(),
+                url=url,
+                events=None,
+                enabled=True,
+                secret=new_secret(),
+                created_at=datetime.now(UTC),
+                updated_at=datetime.now(UTC),
+            )
+        )
+
+
+async def count_deliveries(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        jobs = await conn.execute(
+            select(func.count()).select_from(Job).where(Job.kind == WEBHOOK_DELIVERY_JOB)
+        )
+        return int(jobs.scalar_one())
 
 
 def service_env(database_url: str, port: int) -> dict[str, str]:
@@ -1062,6 +1125,14 @@ def render_report(
         f"{args.background:.0f} % busy (of one core) just before the run."
     )
     add("")
+    if args.endpoint != "none":
+        kind = "answers 204 at once" if args.endpoint == "live" else "never answers (dead)"
+        add(
+            f"A webhook endpoint of the shop's own systems that {kind} was configured "
+            f"(`--endpoint {args.endpoint}`): {getattr(args, 'deliveries', 0)} delivery jobs "
+            "by the end of the latency phase."
+        )
+        add("")
     add(
         "| endpoint | connections | requests/s | p50 ms | p99 ms | errors | "
         "CPU server | CPU load gen. | CPU PostgreSQL | CPU other | server CPU per request |"
@@ -1213,7 +1284,10 @@ async def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="cc-bench-") as tmp:
         workdir = Path(tmp)
         procs = Processes(workdir)
-        async with throwaway_database(server_url) as database_url:
+        async with (
+            throwaway_database(server_url) as database_url,
+            contextlib.AsyncExitStack() as stack,
+        ):
             engine = create_engine(database_url)
             try:
                 port = free_port()
@@ -1235,6 +1309,13 @@ async def run(args: argparse.Namespace) -> int:
                 throughput_payments = payments[: args.payments]
                 latency_payments = payments[args.payments :]
                 print(f"seeded {len(payments)} orders with waiting payments", flush=True)
+                if args.endpoint != "none":
+                    hooks = await stack.enter_async_context(
+                        receiver(answers=args.endpoint == "live")
+                    )
+                    await add_endpoint(engine, hooks)
+                    env["WEBHOOKS_ALLOW_PRIVATE"] = "true"
+                    print(f"webhook endpoint {hooks} ({args.endpoint})", flush=True)
 
                 server = procs.start(
                     "server",
@@ -1318,6 +1399,9 @@ async def run(args: argparse.Namespace) -> int:
                     + ", ".join(f"#{i} {ms:.0f}" for i, ms in latency.slowest),
                     flush=True,
                 )
+                if args.endpoint != "none":
+                    args.deliveries = await count_deliveries(engine)
+                    print(f"{args.deliveries} deliveries to the endpoint", flush=True)
                 pending = await count_pending(engine)
                 if pending:
                     print(f"warning: {pending} notifications still pending", flush=True)
@@ -1355,6 +1439,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-count", type=int, help="finished notifications (default 200)")
     parser.add_argument("--latency-rate", type=float, default=40.0, help="per second (default 40)")
     parser.add_argument("--no-readme", action="store_true", help="do not write bench/README.md")
+    parser.add_argument(
+        "--endpoint",
+        choices=["none", "live", "dead"],
+        default="none",
+        help="a webhook endpoint of the shop's own systems: none, one answering at once, "
+        "or one that accepts connections and never answers",
+    )
     parser.add_argument(
         "--skip-analyze",
         action="store_true",

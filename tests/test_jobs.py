@@ -169,3 +169,35 @@ async def test_a_job_whose_worker_always_dies_ends_dead(sessionmaker: Sessions) 
     assert await jobs.claim(sessionmaker, "w3") == []
     stored = await _job(sessionmaker)
     assert stored.status is JobStatus.DEAD and "stopped holding" in (stored.last_error or "")
+
+
+async def test_a_handler_with_its_own_schedule_sets_the_next_run_and_still_dies(
+    sessionmaker: Sessions,
+) -> None:
+    async def later(_session: AsyncSession, _payload: Mapping[str, Any]) -> None:
+        raise jobs.RetryAfter("endpoint answered 500", lambda attempts: timedelta(hours=attempts))
+
+    await _enqueue(sessionmaker, max_attempts=2)
+    [job] = await jobs.claim(sessionmaker, "w1")
+    before = utcnow()
+    assert await jobs.run_one(sessionmaker, job, "w1", {"test": later}) is JobStatus.QUEUED
+    stored = await _job(sessionmaker)
+    assert before + timedelta(hours=1) <= stored.run_at <= utcnow() + timedelta(hours=1)
+    assert stored.last_error == "endpoint answered 500"
+    async with sessionmaker() as session:
+        await session.execute(update(Job).values(run_at=utcnow()))
+        await session.commit()
+    [job] = await jobs.claim(sessionmaker, "w1")
+    assert await jobs.run_one(sessionmaker, job, "w1", {"test": later}) is JobStatus.DEAD
+
+
+async def test_lanes_split_the_queue_by_kind(sessionmaker: Sessions) -> None:
+    async with sessionmaker() as session:
+        await jobs.enqueue(session, "test", {})
+        await jobs.enqueue(session, "slow", {})
+        await session.commit()
+    [main] = await jobs.claim(sessionmaker, "w1", skip_kinds=["slow"], limit=10)
+    assert main.kind == "test"
+    assert await jobs.claim(sessionmaker, "w1", skip_kinds=["slow"], limit=10) == []
+    [lane] = await jobs.claim(sessionmaker, "w2", kinds=["slow"], limit=10)
+    assert lane.kind == "slow"

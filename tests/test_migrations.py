@@ -30,6 +30,8 @@ EXPECTED_TABLES = {
     "deliveries",
     "admin_sessions",
     "admin_actions",
+    "webhook_endpoints",
+    "webhook_deliveries",
 }
 
 

@@ -27,6 +27,7 @@ from cryptocheckout.kit.problems import UnhandledErrors, install_problem_handler
 from cryptocheckout.kit.runtime import freeze_startup_heap
 from cryptocheckout.kit.serving import BodyDeadline
 from cryptocheckout.orders.router import router as orders_router
+from cryptocheckout.outbound.router import router as outbound_router
 from cryptocheckout.pages.router import router as pages_router
 from cryptocheckout.pages.router import static_files as pages_static
 from cryptocheckout.pages.status import OrderStatusFastPath
@@ -107,4 +108,5 @@ def create_app(
     app.mount("/static", pages_static, name="static")
     app.include_router(delivery_router)
     install_console(app)
+    app.include_router(outbound_router)
     return app

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     mail_dir: Path = Path("var/mail")
     # How long a delivery link shows the keys; afterwards it offers a fresh link by e-mail.
     delivery_link_ttl_seconds: int = Field(default=86400, gt=0)
+    # Outbound webhooks may go to loopback, link-local and private addresses (demo, tests).
+    webhooks_allow_private: bool = False
+    # An endpoint whose deliveries failed without a success for this many days is disabled.
+    webhook_disable_after_days: float = Field(default=5.0, gt=0)
 
     @field_validator("nowpayments_base", "public_base_url")
     @classmethod

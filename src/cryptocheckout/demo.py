@@ -82,6 +82,7 @@ async def run_demo(*, host: str, port: int, sandbox_port: int) -> None:
         public_base_url=shop_url,
         admin_token=secrets.token_urlsafe(32),
         sandbox_pay_pages=True,
+        webhooks_allow_private=True,
         keys_encryption_key=demo_encryption_key(),
         smtp_url="",
         mail_dir=Path("var/mail"),

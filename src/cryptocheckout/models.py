@@ -7,6 +7,7 @@ from cryptocheckout.kit.db import Base
 from cryptocheckout.kit.idempotency_models import IdempotencyKey
 from cryptocheckout.kit.jobs_models import Job
 from cryptocheckout.orders.models import Order, OrderItem
+from cryptocheckout.outbound.models import WebhookDelivery, WebhookEndpoint
 from cryptocheckout.payments.models import Payment, StatusChange
 from cryptocheckout.webhooks.models import RejectedWebhook, WebhookLog
 
@@ -24,5 +25,7 @@ __all__ = [
     "Product",
     "RejectedWebhook",
     "StatusChange",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WebhookLog",
 ]

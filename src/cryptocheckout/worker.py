@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -30,6 +31,8 @@ from cryptocheckout.kit.idempotency import purge_expired
 from cryptocheckout.kit.logsafe import FailureLog
 from cryptocheckout.kit.runtime import freeze_startup_heap
 from cryptocheckout.nowpayments.client import NowPaymentsClient
+from cryptocheckout.outbound import service as outbound
+from cryptocheckout.outbound.sender import DeliveryLane
 from cryptocheckout.payments import reconcile
 from cryptocheckout.payments.events import ORDER_EVENT_JOB, Reaction, order_event_handler
 from cryptocheckout.webhooks.processor import process_next
@@ -42,6 +45,14 @@ failures = FailureLog(logger)
 HANDLERS: dict[str, jobs.Handler] = {**FULFILMENT_JOBS}
 PURGE_EVERY_SECONDS = 600.0
 POLL_SCAN_EVERY_SECONDS = 60.0
+
+
+class Lane(Protocol):
+    """Jobs of some kinds run apart from the main loop, e.g. webhooks that may be slow."""
+
+    kinds: tuple[str, ...]
+
+    async def run(self, stop: asyncio.Event) -> None: ...
 
 
 class Worker:
@@ -57,6 +68,7 @@ class Worker:
         client: NowPaymentsClient | None = None,
         reconcile_after: timedelta | None = None,
         reactions: Sequence[Reaction] = (),
+        lanes: Sequence[Lane] = (),
     ) -> None:
         self.sessionmaker = sessionmaker
         self.tolerance_percent = tolerance_percent
@@ -68,6 +80,7 @@ class Worker:
             self.handlers.update(reconcile.job_handlers(client, tolerance_percent))
         # With a client, open payments quiet for this long are polled at NOWPayments.
         self.reconcile_after = reconcile_after if client is not None else None
+        self.lanes = list(lanes)
         self.batch = batch
         self.lease = lease
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -83,8 +96,13 @@ class Worker:
             if not await process_next(self.sessionmaker, self.tolerance_percent):
                 break
             done += 1
+        lane_kinds = [kind for lane in self.lanes for kind in lane.kinds]
         for job in await jobs.claim(
-            self.sessionmaker, self.worker_id, limit=self.batch, lease=self.lease
+            self.sessionmaker,
+            self.worker_id,
+            skip_kinds=lane_kinds,
+            limit=self.batch,
+            lease=self.lease,
         ):
             await jobs.run_one(self.sessionmaker, job, self.worker_id, self.handlers)
             done += 1
@@ -122,6 +140,7 @@ class Worker:
         stop = stop or asyncio.Event()
         logger.info("worker %s started", self.worker_id)
         due: dict[str, float] = {}
+        lanes = [asyncio.create_task(lane.run(stop)) for lane in self.lanes]
         while not stop.is_set():
             await self.housekeeping(time.monotonic(), due)
             try:
@@ -142,6 +161,7 @@ class Worker:
             )
             for waiter in waiters:
                 waiter.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
         logger.info("worker %s stopped", self.worker_id)
 
 
@@ -173,12 +193,13 @@ def worker_from_settings(
     return Worker(
         sessionmaker,
         handlers={**HANDLERS, **mail_job_handlers(settings, ring)},
-        reactions=[email_on_order_event],
+        reactions=[email_on_order_event, outbound.react],
         tolerance_percent=settings.payment_tolerance_percent,
         poll_interval=settings.worker_poll_seconds,
         lease=timedelta(seconds=settings.job_lease_seconds),
         client=client,
         reconcile_after=timedelta(seconds=settings.reconcile_after_seconds),
+        lanes=[DeliveryLane.from_settings(sessionmaker, settings)],
     )
 
 

@@ -6,8 +6,8 @@ it exists exactly when its cause was committed. Workers claim due jobs with
 every transaction takes the write lock up front, which makes a claim single-writer. A claim
 holds a lease: a job whose worker died is claimed again once its lease has run out, so
 handlers must be idempotent (and a handler's database effects commit together with the job's
-completion). Failures back off exponentially with jitter; after `max_attempts` a job is dead
-and waits for staff.
+completion). Failures back off exponentially with jitter (or as the handler's own schedule
+says, `RetryAfter`); after `max_attempts` a job is dead and waits for staff.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,6 +51,18 @@ class GiveUp(Exception):
 
     The job ends dead at once, its reason in `last_error` for staff, instead of retrying.
     """
+
+
+class RetryAfter(Exception):
+    """Raised by a handler that keeps its own retry schedule (outbound webhooks, say).
+
+    `delay(attempts)` is the wait before the next attempt, given the attempts made so far;
+    the job still goes dead after `max_attempts`.
+    """
+
+    def __init__(self, reason: str, delay: Callable[[int], timedelta]) -> None:
+        super().__init__(reason)
+        self.delay = delay
 
 
 async def enqueue(
@@ -105,11 +117,16 @@ async def claim(
     sessionmaker: async_sessionmaker[AsyncSession],
     worker_id: str,
     *,
-    kinds: list[str] | None = None,
+    kinds: Sequence[str] | None = None,
+    skip_kinds: Sequence[str] = (),
     limit: int = 1,
     lease: timedelta = DEFAULT_LEASE,
 ) -> list[ClaimedJob]:
-    """Claims up to `limit` due jobs (or jobs whose lease ran out) and commits the claim."""
+    """Claims up to `limit` due jobs (or jobs whose lease ran out) and commits the claim.
+
+    `kinds` and `skip_kinds` split the queue between lanes (outbound webhooks run apart, so a
+    slow endpoint never holds up payments).
+    """
     async with sessionmaker() as session:
         now = utcnow()
         # A job whose worker died with it on every attempt (it kills the process, say)
@@ -138,6 +155,8 @@ async def claim(
         )
         if kinds is not None:
             due = due.where(Job.kind.in_(kinds))
+        if skip_kinds:
+            due = due.where(Job.kind.not_in(skip_kinds))
         due = due.order_by(Job.run_at).limit(limit)
         if dialect_name(session) == "postgresql":
             due = due.with_for_update(skip_locked=True)
@@ -192,9 +211,12 @@ async def mark_failed(
     *,
     may_die: bool = True,
     dead_now: bool = False,
+    retry_in: timedelta | None = None,
 ) -> JobStatus:
     dead = dead_now or (may_die and job.attempts >= job.max_attempts)
     now = utcnow()
+    if retry_in is None:
+        retry_in = backoff(min(job.attempts, job.max_attempts))
     status = JobStatus.DEAD if dead else JobStatus.QUEUED
     async with sessionmaker() as session:
         await session.execute(
@@ -202,7 +224,7 @@ async def mark_failed(
             .where(_held_by(job, worker_id))
             .values(
                 status=status,
-                run_at=now if dead else now + backoff(min(job.attempts, job.max_attempts)),
+                run_at=now if dead else now + retry_in,
                 lease_expires_at=None,
                 locked_by=None,
                 last_error=error[:4000],
@@ -243,6 +265,11 @@ async def run_one(
         logger.warning("job %s (%s) gave up: %s", job.id, job.kind, exc)
         return await mark_failed(
             sessionmaker, job, worker_id, f"{type(exc).__name__}: {exc}", dead_now=True
+        )
+    except RetryAfter as exc:
+        logger.info("job %s (%s) failed on attempt %d: %s", job.id, job.kind, job.attempts, exc)
+        return await mark_failed(
+            sessionmaker, job, worker_id, str(exc), retry_in=exc.delay(job.attempts)
         )
     except Exception as exc:
         failures.failure(exc, "job %s (%s) failed on attempt %d", job.id, job.kind, job.attempts)
