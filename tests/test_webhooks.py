@@ -190,7 +190,7 @@ async def test_rejected_log_is_bounded(
     import pytest
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(ingest, "REJECTED_LOG_LIMIT", 20)
+    mp.setattr(ingest.rows, "REJECTED_LOG_LIMIT", 20)
     try:
         for i in range(60):
             await client.post(

@@ -41,7 +41,7 @@ class Base(DeclarativeBase):
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def async_url(url: str) -> URL:
+def async_url(url: str | URL) -> URL:
     """The SQLAlchemy URL with this service's async driver for a plain database URL."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
@@ -54,6 +54,23 @@ def async_url(url: str) -> URL:
     if backend == "sqlite":
         return parsed.set(drivername="sqlite+aiosqlite")
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
+
+
+def asyncpg_connect_args(url: str | URL) -> dict[str, Any]:
+    """`asyncpg.connect()` arguments for a PostgreSQL URL, read from the URL `async_url`
+    gives the engine: the address, the credentials, `ssl` (libpq's `sslmode` included) and
+    SQLAlchemy's `prepared_statement_cache_size` (0 behind pgbouncer). Other URL options are
+    SQLAlchemy's own and are left out."""
+    target = async_url(url)
+    if target.get_backend_name() != "postgresql":
+        raise ValueError(f"not a PostgreSQL URL: {target.drivername!r}")
+    args: dict[str, Any] = target.translate_connect_args(username="user")
+    query = target.query
+    if "ssl" in query:
+        args["ssl"] = str(query["ssl"])
+    if "prepared_statement_cache_size" in query:
+        args["statement_cache_size"] = int(str(query["prepared_statement_cache_size"]))
+    return args
 
 
 def is_sqlite(url: str | URL) -> bool:
