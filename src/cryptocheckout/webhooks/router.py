@@ -7,10 +7,16 @@ never turn a delivered notification into a lost one.
 This is the one endpoint with a latency budget set by someone else, and the busiest, so it is
 served by a lean ASGI handler (`IpnFastPath`) in front of FastAPI's routing; the FastAPI
 route below runs the same code and describes the endpoint in the OpenAPI document.
+
+The signature is checked against the raw bytes on the event loop (one HMAC). Only a body
+that does not match them, and is small enough, is re-written in the canonical forms, in a
+worker thread and one at a time (`CanonicalCheckBudget`): unsigned work cannot starve
+signed notifications.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -20,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.problems import Problem, problem_response
-from cryptocheckout.nowpayments.signature import SIGNATURE_HEADER, check_ipn
+from cryptocheckout.nowpayments.signature import SIGNATURE_HEADER, IpnCheck, check_ipn
 from cryptocheckout.webhooks.ingest import (
     NotificationStore,
     Rejected,
@@ -34,7 +40,43 @@ _SIGNATURE_HEADER = SIGNATURE_HEADER.encode()
 _STORED = b'{"status":"stored"}'
 _DUPLICATE = b'{"status":"duplicate"}'
 
+# Bodies whose signature does not match their raw bytes are re-written in the canonical
+# forms in Python (see nowpayments/signature.py): anyone can ask for that work without the
+# secret. It runs in a thread, one body at a time, so a flood of forged bodies queues here
+# instead of holding the event loop that answers signed notifications; past this many
+# waiting, the check is not attempted and the delivery is answered 503 (NOWPayments retries).
+CANONICAL_CHECKS_AT_ONCE = 1
+CANONICAL_WAITING_LIMIT = 32
+
 router = APIRouter(tags=["webhooks"])
+
+
+class CanonicalCheckBudget:
+    def __init__(self) -> None:
+        self._slots = asyncio.Semaphore(CANONICAL_CHECKS_AT_ONCE)
+        self._waiting = 0
+
+    async def check(self, raw: bytes, signature: str | None, secret: str) -> IpnCheck | None:
+        """The full check in a worker thread, or None when too many are already waiting."""
+        if self._waiting >= CANONICAL_WAITING_LIMIT:
+            return None
+        self._waiting += 1
+        try:
+            async with self._slots:
+                return await asyncio.to_thread(check_ipn, raw, signature, secret)
+        finally:
+            self._waiting -= 1
+
+
+def _budget(state: Any) -> CanonicalCheckBudget:
+    budget: CanonicalCheckBudget | None = getattr(state, "canonical_check_budget", None)
+    if budget is None:
+        budget = state.canonical_check_budget = CanonicalCheckBudget()
+    return budget
+
+
+def _unavailable(detail: str) -> Response:
+    return problem_response(Problem(503, detail, type_="unavailable", headers={"Retry-After": "5"}))
 
 
 async def ipn_response(
@@ -56,7 +98,12 @@ async def ipn_response(
         )
         return problem_response(Problem(status, detail, type_=type_))
 
-    check = check_ipn(raw, signature, secret)
+    check = check_ipn(raw, signature, secret, canonical=False)
+    if check.canonical_pending:
+        deferred = await _budget(state).check(raw, signature, secret)
+        if deferred is None:
+            return _unavailable("Too many notifications are being verified; please retry.")
+        check = deferred
     if not check.signature_valid:
         reason = "missing signature" if not signature else "invalid signature"
         return reject(401, reason, f"The notification has a {reason}.", "invalid-signature")
@@ -79,14 +126,7 @@ async def ipn_response(
     try:
         new = await store.store(item)
     except StoreUnavailable:
-        return problem_response(
-            Problem(
-                503,
-                "The notification could not be stored; please deliver it again.",
-                type_="unavailable",
-                headers={"Retry-After": "5"},
-            )
-        )
+        return _unavailable("The notification could not be stored; please deliver it again.")
     return Response(_STORED if new else _DUPLICATE, media_type="application/json")
 
 
@@ -100,7 +140,10 @@ async def ipn_response(
         400: {"description": "The body is not a JSON object."},
         401: {"description": "Missing or invalid x-nowpayments-sig."},
         413: {"description": "The body is over 64 KiB."},
-        503: {"description": "The notification could not be stored; NOWPayments retries."},
+        503: {
+            "description": "The notification could not be stored, or too many unsigned "
+            "bodies are being checked; NOWPayments retries."
+        },
     },
 )
 async def receive_nowpayments_ipn(request: Request) -> Response:
