@@ -346,12 +346,12 @@ async def test_a_real_body_verifies_in_all_three_forms(
     assert len(await _logs(sessionmaker)) == 2
 
 
-async def test_unsigned_bodies_past_the_waiting_limit_are_503_without_the_check(
+async def test_unsigned_bodies_past_the_time_budget_are_503_without_the_check(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from cryptocheckout.webhooks import router
 
-    monkeypatch.setattr(router, "CANONICAL_WAITING_LIMIT", 0)
+    monkeypatch.setattr(router, "CANONICAL_BURST_SECONDS", 0.0)
     tried = _canonical_checks("tried")
     body, headers = signed(_payload(), SECRET)
     response = await client.post(URL, content=body, headers=FORGED_HEADERS)

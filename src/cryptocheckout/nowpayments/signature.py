@@ -389,8 +389,9 @@ class IpnCheck:
     forms. Numbers in ``payload`` are floats, as JavaScript sees them; parse the raw
     body again with ``decimal.Decimal`` where exact amounts matter.
 
-    ``canonical_pending`` is True when ``check_ipn(..., canonical=False)`` stopped
-    where the canonical forms would have been tried: check again with ``canonical=True``.
+    ``canonical_pending`` is True when ``check_ipn(..., canonical=False)`` stopped because
+    the raw bytes did not match a well-formed signature and the body is small enough for
+    the canonical forms: nothing was parsed; check again with ``canonical=True``.
     """
 
     signature_valid: bool
@@ -407,7 +408,9 @@ def check_ipn(
 
     The raw bytes are checked first. Only when they do not match, and the body is at most
     ``MAX_CANONICAL_BYTES`` with at most ``MAX_CANONICAL_NODES`` JSON values, are the
-    canonical forms written and checked, unless ``canonical`` is False (see ``IpnCheck``).
+    canonical forms written and checked. With ``canonical`` False the check stops before
+    parsing such a body (see ``IpnCheck.canonical_pending``), so that the caller can
+    budget the rest.
     """
     sig = _normalise_signature(signature)
     key = _key(secret)
@@ -418,6 +421,9 @@ def check_ipn(
         if usable:
             CANONICAL_CHECKS.inc(outcome="skipped_size")
         return IpnCheck(False, None, None, "unsigned body too large to parse")
+    if not raw_ok and not canonical:
+        # Everything from here on (parsing included) is work an unsigned body can cause.
+        return IpnCheck(False, None, None, canonical_pending=usable)
     try:
         payload: dict[str, object] | None = parse_ipn_body(raw_body)
         error = None
@@ -431,8 +437,6 @@ def check_ipn(
     if values > MAX_CANONICAL_NODES:
         CANONICAL_CHECKS.inc(outcome="skipped_values")
         return IpnCheck(False, payload, None, error)
-    if not canonical:
-        return IpnCheck(False, payload, None, error, canonical_pending=True)
     CANONICAL_CHECKS.inc(outcome="tried")
     matched = _match_parsed(payload, key, sig, arrays=arrays)
     return IpnCheck(matched is not None, payload, matched, error)

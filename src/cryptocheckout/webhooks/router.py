@@ -8,16 +8,16 @@ This is the one endpoint with a latency budget set by someone else, and the busi
 served by a lean ASGI handler (`IpnFastPath`) in front of FastAPI's routing; the FastAPI
 route below runs the same code and describes the endpoint in the OpenAPI document.
 
-The signature is checked against the raw bytes on the event loop (one HMAC). Only a body
-that does not match them, and is small enough, is re-written in the canonical forms, in a
-worker thread and one at a time (`CanonicalCheckBudget`): unsigned work cannot starve
-signed notifications.
+The signature is checked against the raw bytes first (one HMAC). Only a body that does not
+match them, and is small enough, is re-written in the canonical forms, within a budget of
+the event loop's time (`CanonicalCheckBudget`): unsigned work cannot starve signed
+notifications.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -41,31 +41,39 @@ _STORED = b'{"status":"stored"}'
 _DUPLICATE = b'{"status":"duplicate"}'
 
 # Bodies whose signature does not match their raw bytes are re-written in the canonical
-# forms in Python (see nowpayments/signature.py): anyone can ask for that work without the
-# secret. It runs in a thread, one body at a time, so a flood of forged bodies queues here
-# instead of holding the event loop that answers signed notifications; past this many
-# waiting, the check is not attempted and the delivery is answered 503 (NOWPayments retries).
-CANONICAL_CHECKS_AT_ONCE = 1
-CANONICAL_WAITING_LIMIT = 32
+# forms in Python (see nowpayments/signature.py), which anyone can ask for without the
+# secret. That work is capped per body by the signature module (a few ms at most) and here
+# in total: it may take this share of the event loop's time, with this much at once; past
+# it, such bodies are answered 503 unchecked (NOWPayments retries a real one later).
+# A worker thread would not help: the work is pure Python, and a busy thread holding the
+# GIL delays every I/O step of the event loop by up to the switch interval.
+CANONICAL_TIME_SHARE = 0.1
+CANONICAL_BURST_SECONDS = 0.1
 
 router = APIRouter(tags=["webhooks"])
 
 
 class CanonicalCheckBudget:
-    def __init__(self) -> None:
-        self._slots = asyncio.Semaphore(CANONICAL_CHECKS_AT_ONCE)
-        self._waiting = 0
+    """Seconds of canonical checking still allowed; refills at CANONICAL_TIME_SHARE per
+    second, up to CANONICAL_BURST_SECONDS."""
 
-    async def check(self, raw: bytes, signature: str | None, secret: str) -> IpnCheck | None:
-        """The full check in a worker thread, or None when too many are already waiting."""
-        if self._waiting >= CANONICAL_WAITING_LIMIT:
+    def __init__(self) -> None:
+        self._available = CANONICAL_BURST_SECONDS
+        self._updated = time.monotonic()
+
+    def check(self, raw: bytes, signature: str | None, secret: str) -> IpnCheck | None:
+        """The full check, or None when the budget is spent."""
+        now = time.monotonic()
+        refill = (now - self._updated) * CANONICAL_TIME_SHARE
+        self._available = min(CANONICAL_BURST_SECONDS, self._available + refill)
+        self._updated = now
+        if self._available <= 0:
             return None
-        self._waiting += 1
+        began = time.perf_counter()
         try:
-            async with self._slots:
-                return await asyncio.to_thread(check_ipn, raw, signature, secret)
+            return check_ipn(raw, signature, secret)
         finally:
-            self._waiting -= 1
+            self._available -= time.perf_counter() - began
 
 
 def _budget(state: Any) -> CanonicalCheckBudget:
@@ -100,9 +108,9 @@ async def ipn_response(
 
     check = check_ipn(raw, signature, secret, canonical=False)
     if check.canonical_pending:
-        deferred = await _budget(state).check(raw, signature, secret)
+        deferred = _budget(state).check(raw, signature, secret)
         if deferred is None:
-            return _unavailable("Too many notifications are being verified; please retry.")
+            return _unavailable("Too many unsigned notifications; please deliver it again.")
         check = deferred
     if not check.signature_valid:
         reason = "missing signature" if not signature else "invalid signature"
@@ -141,8 +149,8 @@ async def ipn_response(
         401: {"description": "Missing or invalid x-nowpayments-sig."},
         413: {"description": "The body is over 64 KiB."},
         503: {
-            "description": "The notification could not be stored, or too many unsigned "
-            "bodies are being checked; NOWPayments retries."
+            "description": "The notification could not be stored, or too many bodies "
+            "not signed as delivered are being checked; NOWPayments retries."
         },
     },
 )

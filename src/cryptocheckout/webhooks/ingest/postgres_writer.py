@@ -63,6 +63,12 @@ DELETE FROM rejected_webhooks WHERE id NOT IN (
 """
 
 
+def _payload_json(item: Incoming, exact: bool) -> str:
+    # The verified body is the JSON to keep; only when PostgreSQL refused it (exact=False:
+    # the retry of a failed batch) is it cleaned first.
+    return item.raw_body if exact else json.dumps(item.storable_payload(), allow_nan=False)
+
+
 class PostgresWriter:
     def __init__(self, engine: AsyncEngine, *, timeout: float) -> None:
         self._connect_args: dict[str, Any] = {
@@ -103,34 +109,34 @@ class PostgresWriter:
     ) -> set[str]:
         conn = await self._connection()
         created: set[str] = set()
-        async with conn.transaction():
-            if items:
-                rows = [
-                    # The verified body is the JSON to keep; only when PostgreSQL refused
-                    # it (exact=False: the retry of a failed batch) is it cleaned first.
-                    log_row(
-                        item,
-                        count,
-                        item.raw_body
-                        if exact
-                        else json.dumps(item.storable_payload(), allow_nan=False),
-                    )
-                    for item, count in items
-                ]
-                columns = tuple(rows[0])
-                returned = await conn.fetch(
-                    _upsert_sql(columns), *([row[c] for row in rows] for c in columns)
+        if items:
+            rows = [
+                # The verified body is the JSON to keep; only when PostgreSQL refused it
+                # (exact=False: the retry of a failed batch) is it cleaned first.
+                log_row(
+                    item,
+                    count,
+                    item.raw_body
+                    if exact
+                    else json.dumps(item.storable_payload(), allow_nan=False),
                 )
-                # A row keeps the id it was inserted with: our id back means we created it.
-                offered = {row["fingerprint"]: row["id"] for row in rows}
-                created = {
-                    r["fingerprint"] for r in returned if offered[r["fingerprint"]] == r["id"]
-                }
-            if rejected:
-                entries = [rejected_row(r) for r in rejected]
-                await conn.executemany(
-                    _insert_sql(tuple(entries[0])), [tuple(e.values()) for e in entries]
-                )
-                if self._prune.due_after(len(rejected)):
-                    await conn.execute(_PRUNE_SQL, self._prune.limit)
+                for item, count in items
+            ]
+            columns = tuple(rows[0])
+            # One statement outside a transaction block is its own transaction: it returns
+            # once committed, in one round trip instead of BEGIN, INSERT, COMMIT.
+            returned = await conn.fetch(
+                _upsert_sql(columns), *([row[c] for row in rows] for c in columns)
+            )
+            # A row keeps the id it was inserted with: our id back means we created it.
+            offered = {row["fingerprint"]: row["id"] for row in rows}
+            created = {r["fingerprint"] for r in returned if offered[r["fingerprint"]] == r["id"]}
+        if rejected:
+            # The staff's log of refused deliveries needs no atomicity with the above.
+            entries = [rejected_row(r) for r in rejected]
+            await conn.executemany(
+                _insert_sql(tuple(entries[0])), [tuple(e.values()) for e in entries]
+            )
+            if self._prune.due_after(len(rejected)):
+                await conn.execute(_PRUNE_SQL, self._prune.limit)
         return created

@@ -18,6 +18,10 @@ from cryptocheckout.webhooks.ingest.sqlalchemy_writer import SqlAlchemyWriter
 logger = logging.getLogger("cryptocheckout.webhooks")
 
 MAX_BATCH = 500
+# Refused deliveries are logged for staff, not kept as evidence: under a flood of forged
+# bodies at most this many a second are written (the metric counts them all), so the log
+# never delays a signed notification's commit.
+REJECTED_LOG_PER_SECOND = 50
 # NOWPayments waits 3 s for an answer: past this, a 503 (and its retry) beats a timeout.
 STORE_TIMEOUT_SECONDS = 2.5
 PG_WRITERS = 2
@@ -63,7 +67,11 @@ class NotificationStore:
 
     def __init__(self, engine: AsyncEngine, on_stored: Callable[[], None] | None = None) -> None:
         self._writers = _writers(engine)
-        self._queue: asyncio.Queue[Incoming | Rejected] = asyncio.Queue()
+        # Notifications, and None to wake a writer for the rejected log alone.
+        self._queue: asyncio.Queue[Incoming | None] = asyncio.Queue()
+        self._rejected: list[Rejected] = []
+        self._rejected_allowance = float(REJECTED_LOG_PER_SECOND)
+        self._rejected_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._on_stored = on_stored
 
@@ -101,16 +109,28 @@ class NotificationStore:
     def reject(self, item: Rejected) -> None:
         """Logs a refused delivery in the background: a 401 needs no durability."""
         REJECTED.inc(reason=item.reason)
-        if self._tasks and self._queue.qsize() < 10 * MAX_BATCH:
-            self._queue.put_nowait(item)
+        if not self._tasks:
+            return
+        now = asyncio.get_running_loop().time()
+        self._rejected_allowance = min(
+            float(REJECTED_LOG_PER_SECOND),
+            self._rejected_allowance + (now - self._rejected_at) * REJECTED_LOG_PER_SECOND,
+        )
+        self._rejected_at = now
+        if self._rejected_allowance < 1:
+            return
+        self._rejected_allowance -= 1
+        self._rejected.append(item)
+        if len(self._rejected) == 1:
+            self._queue.put_nowait(None)
 
     async def _run(self, writer: Writer) -> None:
         while True:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            notifications = [i for i in batch if isinstance(i, Incoming)]
-            rejected = [i for i in batch if isinstance(i, Rejected)]
+            notifications = [i for i in batch if i is not None]
+            rejected, self._rejected = self._rejected, []
             try:
                 await self._store_batch(writer, notifications, rejected)
             except Exception:  # pragma: no cover - _store_batch settles every future itself
