@@ -225,6 +225,8 @@ async def measure(
 
 
 def _fmt(value: float) -> str:
+    if value != value:  # NaN: no valid notification was answered
+        return "-"
     return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
 
 
@@ -249,7 +251,7 @@ def render(runs: list[ValidRun], args: argparse.Namespace, started: datetime) ->
         lines.append(
             f"| {run.name} | {run.sent} | {run.within_deadline}{failures} | {_fmt(run.pct(50))} "
             f"| {_fmt(run.pct(99))} | {_fmt(max(run.latencies_ms, default=0))} "
-            f"| {run.pct(99) / base.pct(99):.2f} | {flood or '-'} | {run.server_cpu:.0f} % |"
+            f"| {_fmt(run.pct(99) / base.pct(99))} | {flood or '-'} | {run.server_cpu:.0f} % |"
         )
     ok = all(run.within_deadline == run.sent and run.pct(99) < 1000 for run in runs)
     lines += [

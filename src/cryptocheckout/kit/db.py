@@ -7,6 +7,8 @@ turned into URLs naming those drivers; a URL that already names a driver is kept
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.util.concurrency import await_, in_greenlet
 
 # Named constraints make migrations reproducible on both databases and let SQLite's batch
 # mode find a constraint again when a later migration alters its table.
@@ -39,6 +42,12 @@ class Base(DeclarativeBase):
 
 # SQLite waits this long for another writer (another process) before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# Execution option for transactions that ask for SQLite's write lock every
+# SQLITE_LOCK_POLL_SECONDS, for at most this many seconds, instead of waiting on the busy
+# timeout (see _on_begin): the notification writer's, which NOWPayments gives 3 s.
+SQLITE_EAGER_LOCK_SECONDS = "cryptocheckout_sqlite_eager_lock_seconds"
+SQLITE_LOCK_POLL_SECONDS = 0.002
 
 
 def async_url(url: str | URL) -> URL:
@@ -113,7 +122,36 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # A deferred transaction that later writes fails at once with "database is locked"
         # when another writer got there first, ignoring busy_timeout. Taking the write lock
         # up front makes writers queue on busy_timeout instead.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        eager = connection.get_execution_options().get(SQLITE_EAGER_LOCK_SECONDS)
+        if eager and in_greenlet():
+            _begin_eagerly(connection.connection.dbapi_connection, float(eager))
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _begin_eagerly(dbapi_connection: Any, seconds: float) -> None:
+    """BEGIN IMMEDIATE, asking again every SQLITE_LOCK_POLL_SECONDS for at most `seconds`.
+
+    SQLite's busy handler is not a queue: a waiter sleeps up to 100 ms between attempts and
+    loses to whoever asks at the right moment, so under mixed load a transaction can wait
+    for seconds while others go ahead. One that asks every few milliseconds gets the lock
+    soon after it is free.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout=0")
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except Exception as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            await_(asyncio.sleep(SQLITE_LOCK_POLL_SECONDS))
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

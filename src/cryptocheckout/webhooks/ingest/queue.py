@@ -59,7 +59,7 @@ def _writers(engine: AsyncEngine) -> list[Writer]:
     # batch left waits for one flush, not two. SQLite has one writer at a time anyway.
     if engine.dialect.name == "postgresql":
         return [PostgresWriter(engine, timeout=STORE_TIMEOUT_SECONDS) for _ in range(PG_WRITERS)]
-    return [SqlAlchemyWriter(engine)]
+    return [SqlAlchemyWriter(engine, timeout=STORE_TIMEOUT_SECONDS)]
 
 
 class NotificationStore:

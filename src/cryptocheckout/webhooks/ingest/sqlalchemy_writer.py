@@ -9,6 +9,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from cryptocheckout.kit.db import SQLITE_EAGER_LOCK_SECONDS
 from cryptocheckout.webhooks.ingest.body import Incoming, Rejected
 from cryptocheckout.webhooks.ingest.rows import (
     LOG_TABLE,
@@ -20,8 +21,11 @@ from cryptocheckout.webhooks.ingest.rows import (
 
 
 class SqlAlchemyWriter:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, engine: AsyncEngine, *, timeout: float) -> None:
+        # On SQLite the writer asks for the write lock every few milliseconds instead of
+        # waiting in SQLite's busy handler, where a customer's order transactions could keep
+        # it waiting past NOWPayments' 3 seconds (see kit/db.py).
+        self._engine = engine.execution_options(**{SQLITE_EAGER_LOCK_SECONDS: timeout})
         self._prune = PruneSchedule()
 
     async def close(self) -> None:
