@@ -33,7 +33,7 @@ Only the raw-bytes HMAC is cheap. The canonical forms are written in Python, so 
 can make the server do that work with an unsigned body; it is tried only for bodies of at
 most ``MAX_CANONICAL_BYTES`` with at most ``MAX_CANONICAL_NODES`` JSON values (a real
 notification is about 1 KB and 40 values), and ``check_ipn(..., canonical=False)`` lets a
-server run it elsewhere (the IPN endpoint runs it in a thread, one at a time).
+server budget it (the IPN endpoint gives it at most 10 % of its event loop).
 """
 
 from __future__ import annotations

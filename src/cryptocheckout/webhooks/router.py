@@ -43,7 +43,7 @@ _DUPLICATE = b'{"status":"duplicate"}'
 # Bodies whose signature does not match their raw bytes are re-written in the canonical
 # forms in Python (see nowpayments/signature.py), which anyone can ask for without the
 # secret. That work is capped per body by the signature module (a few ms at most) and here
-# in total: it may take this share of the event loop's time, with this much at once; past
+# in total: it may take this share of the event loop's time, in bursts of at most this; past
 # it, such bodies are answered 503 unchecked (NOWPayments retries a real one later).
 # A worker thread would not help: the work is pure Python, and a busy thread holding the
 # GIL delays every I/O step of the event loop by up to the switch interval.
