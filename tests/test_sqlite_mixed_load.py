@@ -9,18 +9,20 @@ The full-size version of this load is bench/sqlite_mixed_bench.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from cryptocheckout.app import create_app
 from cryptocheckout.config import Settings
-from cryptocheckout.kit.db import create_engine
+from cryptocheckout.kit.db import SQLITE_BUSY_TIMEOUT_MS, create_engine
 from cryptocheckout.kit.migrate import upgrade_async
+from cryptocheckout.webhooks.ingest import NotificationStore, incoming
 from cryptocheckout.webhooks.models import WebhookLog
 from tests.conftest import ADMIN_TOKEN
 from tests.support.ipn import ipn_payload, signed
@@ -120,3 +122,33 @@ async def test_mixed_notifications_and_orders_get_no_503(
         await engine.dispose()
     assert stored == len(notifications)
     assert deliveries == len(notifications) + redeliveries
+
+
+async def test_the_writer_takes_the_lock_soon_after_another_holder_lets_go(
+    settings: Settings, tmp_path: Path
+) -> None:
+    database_url = f"sqlite:///{tmp_path}/eager.db"
+    await upgrade_async(database_url)
+    other, engine = create_engine(database_url), create_engine(database_url)
+    store = NotificationStore(engine)
+    await store.start()
+    try:
+        body, _ = signed(
+            ipn_payload(1, "waiting", order_id="x", price_amount="1", pay_amount="0.1"),
+            settings.nowpayments_ipn_secret.get_secret_value(),
+        )
+        async with other.begin() as holder:  # another writer holds SQLite's write lock
+            await holder.execute(text("DELETE FROM rejected_webhooks"))
+            stored = asyncio.ensure_future(store.store(incoming(body, json.loads(body))))
+            await asyncio.sleep(0.3)
+            assert not stored.done()  # waiting for the lock, not failed
+        assert await stored is True
+        # The writer's connection is back on the ordinary busy timeout for other users.
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            cursor = await raw.driver_connection.execute("PRAGMA busy_timeout")
+            assert (await cursor.fetchone())[0] == SQLITE_BUSY_TIMEOUT_MS
+    finally:
+        await store.stop()
+        await other.dispose()
+        await engine.dispose()
