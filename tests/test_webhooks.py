@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cryptocheckout.app import create_app
 from cryptocheckout.config import Settings
+from cryptocheckout.nowpayments import signature
 from cryptocheckout.webhooks import ingest
 from cryptocheckout.webhooks.models import RejectedWebhook, WebhookLog, WebhookLogStatus
 from tests.support.ipn import ipn_payload, signed
@@ -190,7 +194,7 @@ async def test_rejected_log_is_bounded(
     import pytest
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(ingest, "REJECTED_LOG_LIMIT", 20)
+    mp.setattr(ingest.rows, "REJECTED_LOG_LIMIT", 20)
     try:
         for i in range(60):
             await client.post(
@@ -288,3 +292,79 @@ async def test_a_long_proxy_address_on_a_rejected_delivery_does_not_fail_the_bat
         await store.stop()
     assert len(await _logs(sessionmaker)) == 1
     assert [r.remote_addr for r in await _rejected(sessionmaker)] == ["x" * 64]
+
+
+# --- forged bodies must not cost the server more than the raw-bytes HMAC -------------------
+
+# The drill's body: 55 KB of nested arrays with a signature that matches nothing.
+FORGED = ('{"junk": [' + ",".join(['[[[[[{"a":[1]}]]]]]'] * 3000) + '], "payment_id": 1}').encode()
+FORGED_HEADERS = {"x-nowpayments-sig": "f" * 128, "Content-Type": "application/json"}
+
+
+def _canonical_checks(outcome: str) -> float:
+    return signature.CANONICAL_CHECKS.value(outcome=outcome)
+
+
+async def test_a_large_forged_body_is_401_without_the_canonical_forms(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    assert len(FORGED) > signature.MAX_CANONICAL_BYTES
+    tried, skipped = _canonical_checks("tried"), _canonical_checks("skipped_size")
+    for _ in range(3):
+        response = await client.post(URL, content=FORGED, headers=FORGED_HEADERS)
+        assert response.status_code == 401
+    assert _canonical_checks("tried") == tried
+    assert _canonical_checks("skipped_size") == skipped + 3
+    assert await _logs(sessionmaker) == []
+
+
+async def test_a_small_forged_body_with_many_values_is_401_without_the_canonical_forms(
+    client: httpx.AsyncClient,
+) -> None:
+    body = json.dumps({"junk": [[1, [2]]] * 800}, separators=(",", ":")).encode()
+    assert len(body) <= signature.MAX_CANONICAL_BYTES
+    tried, skipped = _canonical_checks("tried"), _canonical_checks("skipped_values")
+    response = await client.post(URL, content=body, headers=FORGED_HEADERS)
+    assert response.status_code == 401
+    assert _canonical_checks("tried") == tried
+    assert _canonical_checks("skipped_values") == skipped + 1
+
+
+async def test_a_real_body_verifies_in_all_three_forms(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    payload = {**_payload(payment_id=8100), "payment_extra_ids": [{"id": 1}, {"id": 2}]}
+    canonical_body, headers = signed(payload, SECRET)
+    key = SECRET.encode()
+    # 1. raw bytes: the body as delivered is what was signed
+    assert (await client.post(URL, content=canonical_body, headers=headers)).status_code == 200
+    # 2. canonical: a proxy re-spaced and re-ordered the body
+    tried = _canonical_checks("tried")
+    reordered = json.dumps(dict(reversed(list(json.loads(canonical_body).items()))), indent=1)
+    response = await client.post(URL, content=reordered.encode(), headers=headers)
+    assert response.status_code == 200 and response.json() == {"status": "duplicate"}
+    # 3. arrays as objects: the documented Node helper's form
+    other = {**payload, "payment_id": 8101}
+    helper_form = signature.canonical_json(other, arrays_as_objects=True).encode()
+    helper_sig = hmac.new(key, helper_form, hashlib.sha512).hexdigest()
+    response = await client.post(
+        URL, content=signature.canonical_ipn_body(other), headers={"x-nowpayments-sig": helper_sig}
+    )
+    assert response.status_code == 200 and response.json() == {"status": "stored"}
+    assert _canonical_checks("tried") == tried + 2
+    assert len(await _logs(sessionmaker)) == 2
+
+
+async def test_unsigned_bodies_past_the_time_budget_are_503_without_the_check(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptocheckout.webhooks import router
+
+    monkeypatch.setattr(router, "CANONICAL_BURST_SECONDS", 0.0)
+    tried = _canonical_checks("tried")
+    body, headers = signed(_payload(), SECRET)
+    response = await client.post(URL, content=body, headers=FORGED_HEADERS)
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert _canonical_checks("tried") == tried
+    # the raw-bytes check needs no budget: signed notifications still go through
+    assert (await client.post(URL, content=body, headers=headers)).json() == {"status": "stored"}

@@ -7,6 +7,8 @@ turned into URLs naming those drivers; a URL that already names a driver is kept
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.util.concurrency import await_, in_greenlet
 
 # Named constraints make migrations reproducible on both databases and let SQLite's batch
 # mode find a constraint again when a later migration alters its table.
@@ -43,8 +46,14 @@ READ_ONLY_OPTION = "cryptocheckout_read_only"
 # SQLite waits this long for another writer (another process) before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+# Execution option for transactions that ask for SQLite's write lock every
+# SQLITE_LOCK_POLL_SECONDS, for at most this many seconds, instead of waiting on the busy
+# timeout (see _on_begin): the notification writer's, which NOWPayments gives 3 s.
+SQLITE_EAGER_LOCK_SECONDS = "cryptocheckout_sqlite_eager_lock_seconds"
+SQLITE_LOCK_POLL_SECONDS = 0.002
 
-def async_url(url: str) -> URL:
+
+def async_url(url: str | URL) -> URL:
     """The SQLAlchemy URL with this service's async driver for a plain database URL."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
@@ -57,6 +66,23 @@ def async_url(url: str) -> URL:
     if backend == "sqlite":
         return parsed.set(drivername="sqlite+aiosqlite")
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
+
+
+def asyncpg_connect_args(url: str | URL) -> dict[str, Any]:
+    """`asyncpg.connect()` arguments for a PostgreSQL URL, read from the URL `async_url`
+    gives the engine: the address, the credentials, `ssl` (libpq's `sslmode` included) and
+    SQLAlchemy's `prepared_statement_cache_size` (0 behind pgbouncer). Other URL options are
+    SQLAlchemy's own and are left out."""
+    target = async_url(url)
+    if target.get_backend_name() != "postgresql":
+        raise ValueError(f"not a PostgreSQL URL: {target.drivername!r}")
+    args: dict[str, Any] = target.translate_connect_args(username="user")
+    query = target.query
+    if "ssl" in query:
+        args["ssl"] = str(query["ssl"])
+    if "prepared_statement_cache_size" in query:
+        args["statement_cache_size"] = int(str(query["prepared_statement_cache_size"]))
+    return args
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -117,10 +143,39 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # A deferred transaction that later writes fails at once with "database is locked"
         # when another writer got there first, ignoring busy_timeout. Taking the write lock
         # up front makes writers queue on busy_timeout instead; readers (`read_only`) take none.
-        if connection.get_execution_options().get(READ_ONLY_OPTION):
+        options = connection.get_execution_options()
+        eager = options.get(SQLITE_EAGER_LOCK_SECONDS)
+        if options.get(READ_ONLY_OPTION):
             connection.exec_driver_sql("BEGIN")
+        elif eager and in_greenlet():
+            _begin_eagerly(connection.connection.dbapi_connection, float(eager))
         else:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _begin_eagerly(dbapi_connection: Any, seconds: float) -> None:
+    """BEGIN IMMEDIATE, asking again every SQLITE_LOCK_POLL_SECONDS for at most `seconds`.
+
+    SQLite's busy handler is not a queue: a waiter sleeps up to 100 ms between attempts and
+    loses to whoever asks at the right moment, so under mixed load a transaction can wait
+    for seconds while others go ahead. One that asks every few milliseconds gets the lock
+    soon after it is free.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout=0")
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except Exception as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            await_(asyncio.sleep(SQLITE_LOCK_POLL_SECONDS))
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

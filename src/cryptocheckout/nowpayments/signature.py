@@ -28,6 +28,12 @@ bodies already arrive sorted and compact), the canonical form above, or the form
 NOWPayments' documented Node helper literally produces, which turns arrays into
 objects keyed "0", "1", ... . Every candidate needs the secret, so accepting
 several does not weaken the check.
+
+Only the raw-bytes HMAC is cheap. The canonical forms are written in Python, so anyone
+can make the server do that work with an unsigned body; it is tried only for bodies of at
+most ``MAX_CANONICAL_BYTES`` with at most ``MAX_CANONICAL_NODES`` JSON values (a real
+notification is about 1 KB and 40 values), and ``check_ipn(..., canonical=False)`` lets a
+server budget it (the IPN endpoint gives it at most 10 % of its event loop).
 """
 
 from __future__ import annotations
@@ -37,12 +43,16 @@ import hmac
 import json
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _encode_basestring
 from typing import Literal, NoReturn
 
+from cryptocheckout.kit.metrics import REGISTRY
+
 __all__ = [
+    "MAX_CANONICAL_BYTES",
+    "MAX_CANONICAL_NODES",
     "SIGNATURE_HEADER",
     "InvalidIpnBody",
     "IpnCheck",
@@ -71,6 +81,15 @@ _MAX_ARRAY_INDEX = 2**32 - 2
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _ARRAY_INDEX = re.compile("0|[1-9][0-9]{0,9}")
 _HEX_SIGNATURE = re.compile("[0-9a-f]{128}")
+
+# Beyond these, only the raw bytes are checked (see the module's docstring).
+MAX_CANONICAL_BYTES = 16 * 1024
+MAX_CANONICAL_NODES = 2000
+
+CANONICAL_CHECKS = REGISTRY.counter(
+    "cryptocheckout_ipn_canonical_checks_total",
+    "Signatures that did not match the raw body: canonical forms tried, or skipped and why",
+)
 
 
 class InvalidIpnBody(ValueError):
@@ -105,6 +124,8 @@ def _positive_js_number(value: float) -> str:
     # closest to the exact value, which is the digit string ECMAScript asks for;
     # only the layout around the decimal point differs.
     text = repr(value)
+    if "e" not in text and not value.is_integer():
+        return text  # 1e-4 <= value < 1e16 with a fraction: both write it the same way
     mantissa, _, exp_text = text.partition("e")
     int_part, _, frac_part = mantissa.partition(".")
     digits = int_part + frac_part
@@ -139,7 +160,7 @@ def _escape_surrogate(match: re.Match[str]) -> str:
 def _quote(text: str) -> str:
     # The C encoder already escapes exactly what ES2019 JSON.stringify escapes,
     # with lower-case hex, apart from lone surrogates, which it leaves raw.
-    if _SURROGATE.search(text) is None:
+    if text.isascii() or _SURROGATE.search(text) is None:
         return _encode_basestring(text)
     return _SURROGATE.sub(_escape_surrogate, _encode_basestring(_js_string_value(text)))
 
@@ -155,7 +176,11 @@ def _is_array_index(key: str) -> bool:
 
 def _js_key_order(keys: Iterable[str]) -> list[str]:
     """Order of ``Object.keys(obj).sort()`` once copied into a new object."""
-    ordered = sorted(keys, key=_utf16_key)
+    keys = list(keys)
+    # ASCII keys compare the same as code points and as UTF-16 code units.
+    ordered = sorted(keys) if all(key.isascii() for key in keys) else sorted(keys, key=_utf16_key)
+    if not any(key[:1].isdigit() for key in ordered):
+        return ordered
     indices = [key for key in ordered if _is_array_index(key)]
     if not indices:
         return ordered
@@ -170,12 +195,23 @@ def _object_items(value: dict[object, object]) -> dict[str, object]:
             raise TypeError(f"object keys must be str, not {type(key).__name__}")
         # Distinct Python keys can be one JavaScript key; as in JSON.parse the
         # later value wins.
-        items[_js_string_value(key)] = item
+        items[key if key.isascii() else _js_string_value(key)] = item
     return items
 
 
 def _write(value: object, arrays_as_objects: bool, out: list[str]) -> None:
-    if value is None:
+    kind = type(value)
+    # The types json.loads produces, by exact type first: this runs once per JSON value.
+    if kind is str:
+        out.append(_quote(value))  # type: ignore[arg-type]
+    elif kind is float:
+        # JSON.stringify writes non-finite numbers as null.
+        out.append(js_number(value) if math.isfinite(value) else "null")  # type: ignore[arg-type]
+    elif kind is dict:
+        _write_object(value, arrays_as_objects, out)  # type: ignore[arg-type]
+    elif kind is list:
+        _write_array(value, arrays_as_objects, out)  # type: ignore[arg-type]
+    elif value is None:
         out.append("null")
     elif value is True:
         out.append("true")
@@ -184,29 +220,45 @@ def _write(value: object, arrays_as_objects: bool, out: list[str]) -> None:
     elif isinstance(value, str):
         out.append(_quote(value))
     elif isinstance(value, int | float):
-        # JSON.stringify writes non-finite numbers as null.
         out.append(js_number(value) if isinstance(value, int) or math.isfinite(value) else "null")
     elif isinstance(value, dict):
-        items = _object_items(value)
-        if arrays_as_objects:
-            # The documented helper assigns with `r[k] = ...`, so "__proto__"
-            # hits the prototype setter instead of becoming a property.
-            items.pop("__proto__", None)
-        _write_members(items, arrays_as_objects, out)
+        _write_object(value, arrays_as_objects, out)
     elif isinstance(value, list | tuple):
-        if arrays_as_objects:
-            _write_members({str(i): item for i, item in enumerate(value)}, True, out)
-        elif not value:
-            out.append("[]")
-        else:
-            out.append("[")
-            for i, item in enumerate(value):
-                if i:
-                    out.append(",")
-                _write(item, False, out)
-            out.append("]")
+        _write_array(value, arrays_as_objects, out)
     else:
         raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
+def _write_object(value: dict[object, object], arrays_as_objects: bool, out: list[str]) -> None:
+    items = _object_items(value)
+    if arrays_as_objects:
+        # The documented helper assigns with `r[k] = ...`, so "__proto__"
+        # hits the prototype setter instead of becoming a property.
+        items.pop("__proto__", None)
+    _write_members(items, arrays_as_objects, out)
+
+
+def _write_array(
+    value: list[object] | tuple[object, ...], arrays_as_objects: bool, out: list[str]
+) -> None:
+    if not value:
+        out.append("{}" if arrays_as_objects else "[]")
+        return
+    if arrays_as_objects:
+        # Keys "0", "1", ... are array indices, which objects list first in numeric
+        # order: the order of the array itself.
+        out.append("{")
+        for i, item in enumerate(value):
+            out.append(f'"{i}":' if i == 0 else f',"{i}":')
+            _write(item, True, out)
+        out.append("}")
+        return
+    out.append("[")
+    for i, item in enumerate(value):
+        if i:
+            out.append(",")
+        _write(item, False, out)
+    out.append("]")
 
 
 def _write_members(items: dict[str, object], arrays_as_objects: bool, out: list[str]) -> None:
@@ -289,10 +341,32 @@ def _normalise_signature(signature: str | None) -> str | None:
     return candidate if _HEX_SIGNATURE.fullmatch(candidate) else None
 
 
-def _match_parsed(payload: dict[str, object], key: bytes, signature: str) -> Candidate | None:
+def _shape(payload: object, limit: int) -> tuple[int, bool]:
+    """The number of JSON values in ``payload`` (counting stops past ``limit``), and
+    whether the arrays-as-objects form can differ from the canonical one."""
+    count = 0
+    differs = False
+    stack = [payload]
+    while stack and count <= limit:
+        value = stack.pop()
+        count += 1
+        if isinstance(value, dict):
+            differs = differs or "__proto__" in value
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            differs = True
+            stack.extend(value)
+    return count, differs
+
+
+def _match_parsed(
+    payload: dict[str, object], key: bytes, signature: str, *, arrays: bool
+) -> Candidate | None:
     try:
         canonical = canonical_json(payload).encode("utf-8")
-        as_objects = canonical_json(payload, arrays_as_objects=True).encode("utf-8")
+        as_objects = (
+            canonical_json(payload, arrays_as_objects=True).encode("utf-8") if arrays else canonical
+        )
     except RecursionError:
         return None
     # Compare both so timing does not reveal which form was closer.
@@ -305,65 +379,80 @@ def _match_parsed(payload: dict[str, object], key: bytes, signature: str) -> Can
     return None
 
 
-def _match(
-    raw_body: bytes,
-    signature: str | None,
-    secret: str,
-    load_payload: Callable[[], dict[str, object] | None],
-) -> Candidate | None:
-    sig = _normalise_signature(signature)
-    key = _key(secret)
-    # An empty secret would let anyone sign; treat it as "cannot verify".
-    if sig is None or not key:
-        return None
-    if hmac.compare_digest(_hmac_hex(key, raw_body), sig):
-        return "raw"
-    payload = load_payload()
-    if payload is None:
-        return None
-    return _match_parsed(payload, key, sig)
-
-
-def _parse_or_none(raw_body: bytes) -> dict[str, object] | None:
-    try:
-        return parse_ipn_body(raw_body)
-    except InvalidIpnBody:
-        return None
-
-
-def verify_ipn_signature(raw_body: bytes, signature: str | None, secret: str) -> bool:
-    """Tell whether ``signature`` is a valid NOWPayments signature of ``raw_body``.
-
-    False for a missing, empty or malformed signature and for an empty secret.
-    The body is parsed only when the signature does not match the raw bytes.
-    """
-    return _match(raw_body, signature, secret, lambda: _parse_or_none(raw_body)) is not None
-
-
 @dataclass(frozen=True, slots=True)
 class IpnCheck:
     """Outcome of checking one IPN request.
 
-    ``payload`` is None when the body is not a JSON object (answer 400);
-    otherwise ``signature_valid`` False means a bad signature (answer 401).
-    Numbers in ``payload`` are floats, as JavaScript sees them; parse the raw
+    ``signature_valid`` False means a bad signature (answer 401). Otherwise ``payload``
+    is None when the body is not a JSON object (answer 400). A body whose signature does
+    not match its raw bytes is parsed only if it is small enough for the canonical
+    forms. Numbers in ``payload`` are floats, as JavaScript sees them; parse the raw
     body again with ``decimal.Decimal`` where exact amounts matter.
+
+    ``canonical_pending`` is True when ``check_ipn(..., canonical=False)`` stopped because
+    the raw bytes did not match a well-formed signature and the body is small enough for
+    the canonical forms: nothing was parsed; check again with ``canonical=True``.
     """
 
     signature_valid: bool
     payload: dict[str, object] | None
     matched: Candidate | None
     error: str | None = None
+    canonical_pending: bool = False
 
 
-def check_ipn(raw_body: bytes, signature: str | None, secret: str) -> IpnCheck:
-    """Parse ``raw_body`` and verify ``signature`` in one pass."""
+def check_ipn(
+    raw_body: bytes, signature: str | None, secret: str, *, canonical: bool = True
+) -> IpnCheck:
+    """Verify ``signature`` and parse ``raw_body``.
+
+    The raw bytes are checked first. Only when they do not match, and the body is at most
+    ``MAX_CANONICAL_BYTES`` with at most ``MAX_CANONICAL_NODES`` JSON values, are the
+    canonical forms written and checked. With ``canonical`` False the check stops before
+    parsing such a body (see ``IpnCheck.canonical_pending``), so that the caller can
+    budget the rest.
+    """
+    sig = _normalise_signature(signature)
+    key = _key(secret)
+    # An empty secret would let anyone sign; treat it as "cannot verify".
+    usable = sig is not None and bool(key)
+    raw_ok = usable and hmac.compare_digest(_hmac_hex(key, raw_body), sig or "")
+    if not raw_ok and len(raw_body) > MAX_CANONICAL_BYTES:
+        if usable:
+            CANONICAL_CHECKS.inc(outcome="skipped_size")
+        return IpnCheck(False, None, None, "unsigned body too large to parse")
+    if not raw_ok and not canonical:
+        # Everything from here on (parsing included) is work an unsigned body can cause.
+        return IpnCheck(False, None, None, canonical_pending=usable)
     try:
         payload: dict[str, object] | None = parse_ipn_body(raw_body)
         error = None
     except InvalidIpnBody as exc:
         payload, error = None, str(exc)
-    matched = _match(raw_body, signature, secret, lambda: payload)
-    return IpnCheck(
-        signature_valid=matched is not None, payload=payload, matched=matched, error=error
-    )
+    if raw_ok:
+        return IpnCheck(True, payload, "raw", error)
+    if sig is None or not key or payload is None:
+        return IpnCheck(False, payload, None, error)
+    values, arrays = _shape(payload, MAX_CANONICAL_NODES)
+    if values > MAX_CANONICAL_NODES:
+        CANONICAL_CHECKS.inc(outcome="skipped_values")
+        return IpnCheck(False, payload, None, error)
+    CANONICAL_CHECKS.inc(outcome="tried")
+    matched = _match_parsed(payload, key, sig, arrays=arrays)
+    return IpnCheck(matched is not None, payload, matched, error)
+
+
+def verify_ipn_signature(raw_body: bytes, signature: str | None, secret: str) -> bool:
+    """Tell whether ``signature`` is a valid NOWPayments signature of ``raw_body``.
+
+    False for a missing, empty or malformed signature and for an empty secret, and for
+    a body signed only in a canonical form when it is over the limits of ``check_ipn``.
+    The body is parsed only when the signature does not match the raw bytes.
+    """
+    sig = _normalise_signature(signature)
+    key = _key(secret)
+    if sig is None or not key:
+        return False
+    if hmac.compare_digest(_hmac_hex(key, raw_body), sig):
+        return True
+    return check_ipn(raw_body, signature, secret).signature_valid

@@ -44,7 +44,8 @@ class WebhookLog(UUIDPrimaryKey, CreatedAt, Base):
         default=WebhookLogStatus.PENDING,
         index=True,
     )
-    # SHA-256 of the delivered bytes: a redelivery of the same notification has the same one.
+    # SHA-256 of the parsed content with sorted keys (webhooks/ingest/body.py), not of the
+    # delivered bytes: a redelivery has the same one even if a proxy re-spaced the body.
     fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
     raw_body: Mapped[str] = mapped_column(Text)
     raw_payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
