@@ -21,7 +21,7 @@ from sqlalchemy import func, select, text
 from cryptocheckout.app import create_app
 from cryptocheckout.config import Settings
 from cryptocheckout.kit.db import SQLITE_BUSY_TIMEOUT_MS, create_engine
-from cryptocheckout.kit.migrate import upgrade_async
+from cryptocheckout.kit.migrate import upgrade
 from cryptocheckout.webhooks.ingest import NotificationStore, incoming
 from cryptocheckout.webhooks.models import WebhookLog
 from tests.conftest import ADMIN_TOKEN
@@ -42,7 +42,7 @@ async def test_mixed_notifications_and_orders_get_no_503(
     # A database of its own: the shop's worker may still be applying notifications while
     # the server shuts down, and that must not reach the tests that follow.
     database_url = f"sqlite:///{tmp_path}/mixed.db"
-    await upgrade_async(database_url)
+    await asyncio.to_thread(upgrade, database_url)
     settings = settings.model_copy(update={"database_url": database_url})
     secret = settings.nowpayments_ipn_secret.get_secret_value()
     notifications = [
@@ -128,7 +128,7 @@ async def test_the_writer_takes_the_lock_soon_after_another_holder_lets_go(
     settings: Settings, tmp_path: Path
 ) -> None:
     database_url = f"sqlite:///{tmp_path}/eager.db"
-    await upgrade_async(database_url)
+    await asyncio.to_thread(upgrade, database_url)
     other, engine = create_engine(database_url), create_engine(database_url)
     store = NotificationStore(engine)
     await store.start()
