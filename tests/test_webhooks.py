@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cryptocheckout.app import create_app
 from cryptocheckout.config import Settings
 from cryptocheckout.nowpayments import signature
-from cryptocheckout.webhooks import ingest
+from cryptocheckout.webhooks import ingest, router
 from cryptocheckout.webhooks.models import RejectedWebhook, WebhookLog, WebhookLogStatus
 from tests.support.ipn import ipn_payload, signed
 from tests.support.servers import free_port
@@ -302,7 +302,7 @@ FORGED_HEADERS = {"x-nowpayments-sig": "f" * 128, "Content-Type": "application/j
 
 
 def _canonical_checks(outcome: str) -> float:
-    return signature.CANONICAL_CHECKS.value(outcome=outcome)
+    return router.CANONICAL_CHECKS.value(outcome=outcome)
 
 
 async def test_a_large_forged_body_is_401_without_the_canonical_forms(
@@ -358,7 +358,6 @@ async def test_a_real_body_verifies_in_all_three_forms(
 async def test_unsigned_bodies_past_the_time_budget_are_503_without_the_check(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cryptocheckout.webhooks import router
 
     monkeypatch.setattr(router, "CANONICAL_BURST_SECONDS", 0.0)
     tried = _canonical_checks("tried")

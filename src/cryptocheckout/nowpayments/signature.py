@@ -48,8 +48,6 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring as _encode_basestring
 from typing import Literal, NoReturn
 
-from cryptocheckout.kit.metrics import REGISTRY
-
 __all__ = [
     "MAX_CANONICAL_BYTES",
     "MAX_CANONICAL_NODES",
@@ -85,11 +83,6 @@ _HEX_SIGNATURE = re.compile("[0-9a-f]{128}")
 # Beyond these, only the raw bytes are checked (see the module's docstring).
 MAX_CANONICAL_BYTES = 16 * 1024
 MAX_CANONICAL_NODES = 2000
-
-CANONICAL_CHECKS = REGISTRY.counter(
-    "cryptocheckout_ipn_canonical_checks_total",
-    "Signatures that did not match the raw body: canonical forms tried, or skipped and why",
-)
 
 
 class InvalidIpnBody(ValueError):
@@ -399,6 +392,9 @@ class IpnCheck:
     matched: Candidate | None
     error: str | None = None
     canonical_pending: bool = False
+    # For a signature that did not match the raw bytes: the canonical forms were "tried",
+    # or skipped ("skipped_size", "skipped_values"). The caller counts it.
+    canonical: str | None = None
 
 
 def check_ipn(
@@ -418,9 +414,8 @@ def check_ipn(
     usable = sig is not None and bool(key)
     raw_ok = usable and hmac.compare_digest(_hmac_hex(key, raw_body), sig or "")
     if not raw_ok and len(raw_body) > MAX_CANONICAL_BYTES:
-        if usable:
-            CANONICAL_CHECKS.inc(outcome="skipped_size")
-        return IpnCheck(False, None, None, "unsigned body too large to parse")
+        skipped = "skipped_size" if usable else None
+        return IpnCheck(False, None, None, "unsigned body too large to parse", canonical=skipped)
     if not raw_ok and not canonical:
         # Everything from here on (parsing included) is work an unsigned body can cause.
         return IpnCheck(False, None, None, canonical_pending=usable)
@@ -435,11 +430,9 @@ def check_ipn(
         return IpnCheck(False, payload, None, error)
     values, arrays = _shape(payload, MAX_CANONICAL_NODES)
     if values > MAX_CANONICAL_NODES:
-        CANONICAL_CHECKS.inc(outcome="skipped_values")
-        return IpnCheck(False, payload, None, error)
-    CANONICAL_CHECKS.inc(outcome="tried")
+        return IpnCheck(False, payload, None, error, canonical="skipped_values")
     matched = _match_parsed(payload, key, sig, arrays=arrays)
-    return IpnCheck(matched is not None, payload, matched, error)
+    return IpnCheck(matched is not None, payload, matched, error, canonical="tried")
 
 
 def verify_ipn_signature(raw_body: bytes, signature: str | None, secret: str) -> bool:

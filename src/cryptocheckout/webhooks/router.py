@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cryptocheckout.kit.clock import utcnow
+from cryptocheckout.kit.metrics import REGISTRY
 from cryptocheckout.kit.problems import Problem, problem_response
 from cryptocheckout.nowpayments.signature import SIGNATURE_HEADER, IpnCheck, check_ipn
 from cryptocheckout.webhooks.ingest import (
@@ -47,6 +48,10 @@ _DUPLICATE = b'{"status":"duplicate"}'
 # it, such bodies are answered 503 unchecked (NOWPayments retries a real one later).
 # A worker thread would not help: the work is pure Python, and a busy thread holding the
 # GIL delays every I/O step of the event loop by up to the switch interval.
+CANONICAL_CHECKS = REGISTRY.counter(
+    "cryptocheckout_ipn_canonical_checks_total",
+    "Signatures that did not match the raw body: canonical forms tried, or skipped and why",
+)
 CANONICAL_TIME_SHARE = 0.1
 CANONICAL_BURST_SECONDS = 0.1
 
@@ -112,6 +117,8 @@ async def ipn_response(
         if deferred is None:
             return _unavailable("Too many unsigned notifications; please deliver it again.")
         check = deferred
+    if check.canonical is not None:
+        CANONICAL_CHECKS.inc(outcome=check.canonical)
     if not check.signature_valid:
         reason = "missing signature" if not signature else "invalid signature"
         return reject(401, reason, f"The notification has a {reason}.", "invalid-signature")
