@@ -445,3 +445,65 @@ def test_the_sign_in_throttle_keeps_a_bounded_memory(monkeypatch: pytest.MonkeyP
         throttle.failed(f"10.0.{i // 256}.{i % 256}")
     assert len(throttle._failures) <= 100
     assert throttle.retry_after("10.0.3.231") is not None  # the newest are kept
+
+
+async def _fulfilled(client: httpx.AsyncClient, sessionmaker: Sessions) -> Any:
+    from tests.support.shop import paying_order
+
+    paying = await paying_order(sessionmaker, external_id="7001")
+    await notify(client, paying, "finished", str(paying.pay_amount))
+    await drain(sessionmaker)
+    return paying
+
+
+async def test_resend_email_from_the_console_sends_one_message_with_a_fresh_link(
+    client: httpx.AsyncClient, sessionmaker: Sessions, settings: Settings
+) -> None:
+    from cryptocheckout.delivery.wiring import mail_job_handlers
+    from cryptocheckout.kit.encryption import keyring_of
+    from cryptocheckout.worker import HANDLERS, Worker
+
+    paying = await _fulfilled(client, sessionmaker)
+    csrf = await sign_in(client)
+    page = await client.get(f"/admin/orders/{paying.order_id}")
+    assert ">Resend email</button>" in page.text
+    forged = await client.post(f"/admin/orders/{paying.order_id}/resend-email", data={})
+    assert forged.status_code == 403
+    done = await client.post(
+        f"/admin/orders/{paying.order_id}/resend-email", data={"csrf_token": csrf}
+    )
+    assert done.status_code == 303
+    mailer = Worker(
+        sessionmaker, handlers={**HANDLERS, **mail_job_handlers(settings, keyring_of(settings))}
+    )
+    while await mailer.run_once():
+        pass
+    mails = [path.read_text() for path in settings.mail_dir.glob("*.eml")]
+    assert len(mails) == 1 and "/delivery/" in mails[0] and "buyer@example.com" in mails[0]
+    page = await client.get(f"/admin/orders/{paying.order_id}")
+    assert "a fresh delivery link is mailed (resend-1)" in page.text
+
+
+async def test_resend_email_through_the_api_is_one_event_per_request(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    paying = await _fulfilled(client, sessionmaker)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    url = f"/api/admin/orders/{paying.order_id}/resend-email"
+    first = await client.post(url, headers=headers)
+    second = await client.post(url, headers=headers)
+    assert (first.status_code, first.json()["event"]) == (202, "resend-1")
+    assert (second.status_code, second.json()["event"]) == (202, "resend-2")
+    async with sessionmaker() as session:
+        keys = (
+            await session.execute(select(Job.dedupe_key).where(Job.kind == "send_order_email"))
+        ).scalars()
+        assert {key for key in keys if key and "resend" in key} == {
+            f"email:{paying.order_id}:resend-1",
+            f"email:{paying.order_id}:resend-2",
+        }
+    underpaid = await underpaid_order(client, sessionmaker)
+    refused = await client.post(
+        f"/api/admin/orders/{underpaid.order_id}/resend-email", headers=headers
+    )
+    assert refused.status_code == 409

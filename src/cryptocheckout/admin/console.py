@@ -604,6 +604,32 @@ async def mark_paid(
     return _see(f"/admin/orders/{parsed}")
 
 
+@router.post("/orders/{order_id}/resend-email")
+async def resend_email(
+    order_id: str, staff: StaffDep, form: FormDep, sessionmaker: SessionMaker
+) -> Response:
+    parsed = parse_uuid(order_id)
+    if parsed is None:
+        return _not_found(staff, "order")
+    try:
+        async with unit_of_work(sessionmaker) as session:
+            await service.resend_email(session, parsed, actor=staff.label)
+    except DomainError as error:
+        context = await _order_context(sessionmaker, parsed)
+        if context is None:
+            return _not_found(staff, "order")
+        return render(
+            "order.html",
+            staff=staff,
+            section="Orders",
+            status_code=409,
+            error=error.detail,
+            reason="",
+            **context,
+        )
+    return _see(f"/admin/orders/{parsed}")
+
+
 # -- notifications and jobs: replay and retry -------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from cryptocheckout.admin.schemas import (
     AdminPayment,
     AdminPaymentList,
     AdminProductList,
+    EmailQueued,
     JobList,
     JobOut,
     MarkPaidIn,
@@ -245,6 +246,14 @@ async def mark_paid(
         await service.mark_paid(session, order_id, data.reason, actor=service.API_ACTOR)
     async with read_only(sessionmaker) as session:
         return await order_view(session, order_id)
+
+
+@router.post("/orders/{order_id}/resend-email", status_code=202, response_model=EmailQueued)
+async def resend_email(order_id: uuid.UUID, sessionmaker: SessionMaker) -> EmailQueued:
+    """A fresh delivery link mailed to the order's own address (fulfilled orders; else 409)."""
+    async with unit_of_work(sessionmaker) as session:
+        event = await service.resend_email(session, order_id, actor=service.API_ACTOR)
+    return EmailQueued(order_id=order_id, event=event)
 
 
 async def order_view(session: AsyncSession, order_id: uuid.UUID) -> AdminOrderDetail:

@@ -151,5 +151,10 @@ class AdminProductList(ResponseModel):
     items: list[AdminProductOut]
 
 
+class EmailQueued(ResponseModel):
+    order_id: uuid.UUID
+    event: str
+
+
 class MarkPaidIn(RequestModel):
     reason: str = Field(strict=True, max_length=500)

@@ -12,8 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cryptocheckout.admin import repository
 from cryptocheckout.admin.models import AdminAction
 from cryptocheckout.catalogue import service as catalogue
+from cryptocheckout.delivery import service as delivery
 from cryptocheckout.fulfilment.handlers import wake_waiting_orders
 from cryptocheckout.kit import jobs
+from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.encryption import KeyRing
 from cryptocheckout.kit.errors import Conflict, FieldIssue, Invalid, NotFound
 from cryptocheckout.kit.jobs_models import Job
@@ -139,3 +141,30 @@ async def import_keys(
         outcome=f"added {added}, duplicates {duplicates}",
     )
     return added, duplicates
+
+
+async def resend_email(session: AsyncSession, order_id: uuid.UUID, *, actor: str) -> str:
+    """A fresh delivery link, mailed to the order's own address; returns the mail's event.
+
+    Each resend is its own event (`resend-<n>`), so it is one message however often its job
+    runs; only a fulfilled order has keys to send.
+    """
+    order = await orders.lock(session, order_id)
+    if order is None:
+        raise NotFound("order")
+    if order.status is not OrderStatus.FULFILLED:
+        raise Conflict(
+            f"The order is {order.status.value}: only a fulfilled order has keys to send."
+        )
+    number = await delivery.send_fresh_link(session, order_id, utcnow())
+    event = f"resend-{number}"
+    record(
+        session,
+        actor=actor,
+        action="resend_email",
+        subject="order",
+        subject_id=order.id,
+        order_id=order.id,
+        outcome=f"a fresh delivery link is mailed ({event})",
+    )
+    return event
