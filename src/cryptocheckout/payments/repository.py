@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.payments.models import (
@@ -42,6 +43,19 @@ async def open_for_order(session: AsyncSession, order_id: uuid.UUID) -> Payment 
         )
     )
     return rows.scalar_one_or_none()
+
+
+async def credited(session: AsyncSession, order_id: uuid.UUID) -> tuple[Decimal, int]:
+    """The order's balance (the credits of all its payments, in the order's currency) and how
+    many of its payments credit it."""
+    row = (
+        await session.execute(
+            select(func.coalesce(func.sum(Payment.credit), 0), func.count()).where(
+                Payment.order_id == order_id, Payment.credit > 0
+            )
+        )
+    ).one()
+    return Decimal(row[0]), int(row[1])
 
 
 async def lock_payment(session: AsyncSession, payment_id: uuid.UUID) -> Payment:
