@@ -16,4 +16,12 @@ from cryptocheckout.payments import queries as payments
 
 async def order_view(session: AsyncSession, order: Order) -> OrderView:
     payment = await payments.current_summary(session, order.id)
-    return OrderView(**order_fields(order), payment=payment, delivery_url=None)
+    balance = await payments.balance_of(session, order)
+    return OrderView(
+        **order_fields(order),
+        payment=payment,
+        delivery_url=None,
+        amount_paid=balance.paid,
+        amount_due=balance.due,
+        amount_over=balance.over,
+    )

@@ -58,6 +58,17 @@ async def credited(session: AsyncSession, order_id: uuid.UUID) -> tuple[Decimal,
     return Decimal(row[0]), int(row[1])
 
 
+async def purchase_of(session: AsyncSession, order_id: uuid.UUID) -> str | None:
+    """NOWPayments' purchase of the order's first payment that has one."""
+    rows = await session.execute(
+        select(Payment.purchase_id)
+        .where(Payment.order_id == order_id, Payment.purchase_id.is_not(None))
+        .order_by(Payment.created_at)
+        .limit(1)
+    )
+    return rows.scalar_one_or_none()
+
+
 async def lock_payment(session: AsyncSession, payment_id: uuid.UUID) -> Payment:
     rows = await session.execute(
         select(Payment)

@@ -59,6 +59,9 @@ ORDER_RANK: dict[OrderStatus, int] = {
     OrderStatus.REFUNDED: 8,
 }
 
+# From here on an order needs no more money: paid, fulfilled, refunded.
+PAID_RANK = ORDER_RANK[OrderStatus.PAID]
+
 
 @dataclass(frozen=True)
 class Outcome:
