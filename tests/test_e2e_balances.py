@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from cryptocheckout.catalogue.models import StockHold
+from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.payments.models import Payment
 from tests.test_e2e import Checkout
 from tests.test_e2e import checkout as checkout  # the fixture
@@ -86,3 +89,31 @@ async def test_underpay_then_the_full_price_again_is_fulfilled_and_flagged(
     flagged = [row for row in rows if row.needs_review]
     assert len(flagged) == 1
     assert "overpaid by 6.25000000 USD" in (flagged[0].review_reason or "")
+
+
+async def test_the_last_key_held_by_an_open_payment_refuses_a_second_checkout(
+    checkout: Checkout,
+) -> None:
+    product_id = await checkout.product(keys=1)
+    body = {"email": "buyer@example.com", "items": [{"product_id": product_id, "quantity": 1}]}
+    first = await checkout.shop.post("/api/orders", json=body)
+    assert first.status_code == 201, first.text
+    opened = await checkout.pay(first.json())
+    assert opened.status_code == 201, opened.text
+    async with checkout.sessionmaker() as session:
+        payment = await session.get(Payment, uuid.UUID(opened.json()["id"]))
+        hold = (await session.execute(select(StockHold))).scalar_one()
+    assert payment is not None and payment.expires_at is not None
+    # held while the payment may be paid, plus the grace
+    assert hold.expires_at is not None and hold.expires_at >= payment.expires_at
+    refused = await checkout.shop.post("/api/orders", json=body)
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["type"] == "out_of_stock"
+    async with checkout.sessionmaker() as session:  # time passes: the hold lapses
+        await session.execute(update(StockHold).values(expires_at=utcnow() - timedelta(seconds=1)))
+        await session.commit()
+    second = await checkout.shop.post("/api/orders", json=body)
+    assert second.status_code == 201, second.text
+    async with checkout.sessionmaker() as session:
+        [hold] = (await session.execute(select(StockHold))).scalars().all()
+    assert str(hold.order_id) == second.json()["id"]  # the key moved to the second order

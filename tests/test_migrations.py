@@ -27,6 +27,7 @@ EXPECTED_TABLES = {
     "jobs",
     "idempotency_keys",
     "status_changes",
+    "stock_holds",
 }
 
 

@@ -14,7 +14,9 @@ and the real worker. After every step:
 - an excess of credits over the total is always flagged for staff on one of its payments;
 - once everything is processed, every order that got a matching `finished` is paid,
   fulfilled or refunded;
-- an order never has more than one fulfilment job, and never more keys than it bought.
+- an order never has more than one fulfilment job, and never more keys than it bought;
+  a key is never held twice (a unique row per key) nor delivered to another order than the
+  one holding it.
 
 Besides the original payment, the rules add partial payments, top-ups (a further payment the
 shop opens for what is due, once no payment is open), second full payments, repeated deposits
@@ -44,7 +46,7 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import delete, func, select
 
-from cryptocheckout.catalogue.models import LicenceKey
+from cryptocheckout.catalogue.models import LicenceKey, StockHold
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
 from cryptocheckout.kit.jobs_models import Job
 from cryptocheckout.models import Base
@@ -369,6 +371,16 @@ class NotificationMachine(RuleBasedStateMachine):
                     )
                 ).all()
                 assert all(count == 1 for _, count in keys), "more keys than bought"
+                crossed = await session.scalar(
+                    select(func.count())
+                    .select_from(StockHold)
+                    .join(LicenceKey, LicenceKey.id == StockHold.licence_key_id)
+                    .where(
+                        LicenceKey.order_id.is_not(None),
+                        LicenceKey.order_id != StockHold.order_id,
+                    )
+                )
+                assert not crossed, "a key held for one order was delivered to another"
 
         if self.orders:
             self.run(check())

@@ -1,6 +1,6 @@
 """Every table, imported in one place so the metadata (and Alembic) sees them all."""
 
-from cryptocheckout.catalogue.models import LicenceKey, Product
+from cryptocheckout.catalogue.models import LicenceKey, Product, StockHold
 from cryptocheckout.kit.db import Base
 from cryptocheckout.kit.idempotency_models import IdempotencyKey
 from cryptocheckout.kit.jobs_models import Job
@@ -19,5 +19,6 @@ __all__ = [
     "Product",
     "RejectedWebhook",
     "StatusChange",
+    "StockHold",
     "WebhookLog",
 ]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cryptocheckout.catalogue.models import LicenceKey, Product
+from cryptocheckout.catalogue.models import LicenceKey, Product, StockHold
+from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.orders.models import Order, OrderItem, OrderStatus
 from cryptocheckout.payments.models import Payment, PaymentKind, PaymentStatus
 
@@ -41,9 +43,10 @@ async def paying_order(
         )
         session.add(product)
         await session.flush()
-        session.add_all(
+        stock = [
             LicenceKey(product_id=product.id, secret=f"KEY-{uuid.uuid4().hex}") for _ in range(keys)
-        )
+        ]
+        session.add_all(stock)
         order = Order(
             email="buyer@example.com",
             status=OrderStatus.WAITING,
@@ -63,6 +66,16 @@ async def paying_order(
         )
         session.add(order)
         await session.flush()
+        # held from checkout, as `orders.service.create_order` holds them
+        session.add_all(
+            StockHold(
+                licence_key_id=key.id,
+                product_id=product.id,
+                order_id=order.id,
+                expires_at=utcnow() + timedelta(minutes=40),
+            )
+            for key in stock[:quantity]
+        )
         payment = Payment(
             order_id=order.id,
             kind=kind,

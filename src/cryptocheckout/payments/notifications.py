@@ -16,12 +16,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cryptocheckout.catalogue import repository as catalogue
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.money import truncate_money
 from cryptocheckout.nowpayments.models import PaymentInfo
 from cryptocheckout.orders import repository as orders
-from cryptocheckout.orders.models import OrderStatus
+from cryptocheckout.orders.models import Order, OrderStatus
 from cryptocheckout.payments import repository
 from cryptocheckout.payments.models import ChangeCause, Payment, PaymentStatus
 from cryptocheckout.payments.service import ABANDON_AFTER
@@ -154,6 +155,12 @@ async def apply_provider_state(
             cause_ref=ref,
             note=f"{note}; credits {balance} of {order.total} {order.currency}",
         )
+        if order_moved and order.status is OrderStatus.PAID and await _hold_lapsed(session, order):
+            _flag(
+                payment,
+                "paid after its stock hold lapsed: keys are assigned if free, "
+                "else the order waits for stock",
+            )
         excess = balance - order.total
         if raised > 0 and settled:
             # Paid again (a second payment, a repeated deposit, money after the order was
@@ -204,6 +211,13 @@ async def _credit(
             payment.actually_paid = paid
         await session.flush()
     return raised
+
+
+async def _hold_lapsed(session: AsyncSession, order: Order) -> bool:
+    """Whether the order holds fewer keys than it bought (its holds lapsed and were released)."""
+    held = await catalogue.held_for(session, order.id)
+    wanted = await orders.quantities(session, order.id)
+    return any(held.get(product_id, 0) < quantity for product_id, quantity in wanted.items())
 
 
 async def _superseded(session: AsyncSession, payment: Payment) -> bool:

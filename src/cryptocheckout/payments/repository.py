@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.payments.models import (
@@ -47,15 +47,11 @@ async def open_for_order(session: AsyncSession, order_id: uuid.UUID) -> Payment 
 
 async def credited(session: AsyncSession, order_id: uuid.UUID) -> tuple[Decimal, int]:
     """The order's balance (the credits of all its payments, in the order's currency) and how
-    many of its payments credit it."""
-    row = (
-        await session.execute(
-            select(func.coalesce(func.sum(Payment.credit), 0), func.count()).where(
-                Payment.order_id == order_id, Payment.credit > 0
-            )
-        )
-    ).one()
-    return Decimal(row[0]), int(row[1])
+    many of its payments credit it. Summed in Python: SQLite keeps money as exact text, and
+    its SUM would go through float."""
+    rows = await session.execute(select(Payment.credit).where(Payment.order_id == order_id))
+    credits = [credit for credit in rows.scalars() if credit > 0]
+    return sum(credits, Decimal(0)), len(credits)
 
 
 async def purchase_of(session: AsyncSession, order_id: uuid.UUID) -> str | None:

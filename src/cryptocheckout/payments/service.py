@@ -19,6 +19,7 @@ from datetime import timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cryptocheckout.catalogue import repository as catalogue
 from cryptocheckout.config import Settings
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.db import unit_of_work
@@ -217,7 +218,9 @@ async def create_payment(
             sessionmaker, payment.id, code, f"no answer within {PROVIDER_CALL_DEADLINE}"
         )
         raise ProviderRefused(code) from exc
-    return Created(await _record_opened(sessionmaker, payment.id, provider_fields), new=True)
+    return Created(
+        await _record_opened(sessionmaker, settings, payment.id, provider_fields), new=True
+    )
 
 
 async def _create_direct(
@@ -263,6 +266,7 @@ async def _create_direct(
 
 async def _record_opened(
     sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
     payment_id: uuid.UUID,
     fields: Mapping[str, object],
 ) -> Payment:
@@ -278,6 +282,14 @@ async def _record_opened(
         await move_payment(session, payment, PaymentStatus.WAITING, cause=ChangeCause.API)
         if order is not None:
             await move_order(session, order, OrderStatus.WAITING, cause=ChangeCause.API)
+            # The order's keys stay held while this payment may be paid, plus the grace.
+            grace = timedelta(minutes=settings.stock_hold_grace_minutes)
+            until = (
+                payment.expires_at + grace
+                if payment.expires_at is not None
+                else settings.stock_hold_until()
+            )
+            await catalogue.extend_holds(session, order.id, until)
         return payment
 
 

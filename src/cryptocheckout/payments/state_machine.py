@@ -27,6 +27,7 @@ from decimal import ROUND_DOWN, Decimal, localcontext
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cryptocheckout.catalogue import repository as catalogue
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.money import MAX_MONEY, MONEY_QUANTUM
 from cryptocheckout.orders.models import Order, OrderStatus
@@ -290,6 +291,8 @@ async def move_order(
     order.status = target
     await record_order_event(session, order, target)
     if target is OrderStatus.PAID:
+        # Paid: its held keys are its own until fulfilment assigns them.
+        await catalogue.keep_holds(session, order.id)
         await jobs.enqueue(
             session,
             FULFIL_ORDER_JOB,
