@@ -16,6 +16,7 @@ from cryptocheckout.payments.state_machine import (
     credit_of,
     order_target,
 )
+from tests.conftest import Admin
 from tests.support.shop import paying_order
 from tests.test_notifications import Flow, Sessions
 from tests.test_notifications import flow as flow  # the fixture
@@ -152,3 +153,19 @@ async def test_a_conflicting_price_credits_nothing(flow: Flow, sessionmaker: Ses
     assert payment.credit == 0
     assert (await flow.state(paying))[0] is OrderStatus.UNDERPAID
     assert payment.needs_review and "conflict" in (payment.review_reason or "")
+
+
+async def test_staff_see_each_payments_credit_and_its_trail(
+    flow: Flow, sessionmaker: Sessions, admin: Admin
+) -> None:
+    paying = await paying_order(sessionmaker)
+    await flow.send(paying, "partially_paid", actually_paid=Decimal("0.0002"))
+    await flow.drain()
+    response = await flow.client.get(
+        f"/api/admin/payments/{paying.payment_id}", headers=admin.headers
+    )
+    assert response.status_code == 200, response.text
+    detail = response.json()
+    assert detail["credit"] == "5.55555555"
+    [credit] = [row for row in detail["timeline"] if row["subject"] == "credit"]
+    assert credit["to_status"] == "credited" and "-> 5.55555555 USD" in credit["note"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -148,3 +149,17 @@ async def test_paid_orders_keep_their_holds_until_fulfilment(
     async with sessionmaker() as session:
         holds = (await session.execute(select(StockHold))).scalars().all()
     assert [(h.order_id, h.expires_at) for h in holds] == [(paying.order_id, None)]
+
+
+async def test_concurrent_checkouts_never_hold_one_key_twice(
+    client: httpx.AsyncClient, admin: Admin, sessionmaker: Sessions
+) -> None:
+    product = await admin.product(keys=2)
+    answers = await asyncio.gather(
+        *(client.post("/api/orders", json=_body(product["id"])) for _ in range(6))
+    )
+    assert sorted(a.status_code for a in answers) == [201, 201, 422, 422, 422, 422]
+    async with sessionmaker() as session:
+        holds = (await session.execute(select(StockHold))).scalars().all()
+    assert len({h.licence_key_id for h in holds}) == len(holds) == 2
+    assert len({h.order_id for h in holds}) == 2

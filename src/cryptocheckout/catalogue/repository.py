@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.catalogue.models import LicenceKey, Product, StockHold
@@ -139,13 +140,25 @@ async def hold_keys(
     key_ids = await _free_keys(session, product_id, count)
     if len(key_ids) < count:
         return False
-    # Lapsed holds on these keys (not deleted by the worker yet) give way.
-    await session.execute(delete(StockHold).where(StockHold.licence_key_id.in_(key_ids)))
-    session.add_all(
-        StockHold(licence_key_id=key_id, product_id=product_id, order_id=order_id, expires_at=until)
-        for key_id in key_ids
-    )
-    await session.flush()
+    try:
+        # On PostgreSQL a checkout that committed its hold on a key just after this
+        # statement's snapshot is not seen by the NOT EXISTS above: the unique key refuses
+        # the second hold, and this checkout is out of stock like any other late one.
+        async with session.begin_nested():
+            # Lapsed holds on these keys (not deleted by the worker yet) give way.
+            await session.execute(delete(StockHold).where(StockHold.licence_key_id.in_(key_ids)))
+            session.add_all(
+                StockHold(
+                    licence_key_id=key_id,
+                    product_id=product_id,
+                    order_id=order_id,
+                    expires_at=until,
+                )
+                for key_id in key_ids
+            )
+            await session.flush()
+    except IntegrityError:
+        return False
     return True
 
 
