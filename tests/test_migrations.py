@@ -32,6 +32,7 @@ EXPECTED_TABLES = {
     "admin_actions",
     "webhook_endpoints",
     "webhook_deliveries",
+    "stock_holds",
 }
 
 

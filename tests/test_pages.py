@@ -371,7 +371,11 @@ async def test_underpaid_shows_what_arrived_and_what_is_missing(
         await session.execute(
             update(Payment)
             .where(Payment.id == paying.payment_id)
-            .values(status=PaymentStatus.UNDERPAID, actually_paid=Decimal("0.000225"))
+            .values(
+                status=PaymentStatus.UNDERPAID,
+                actually_paid=Decimal("0.000225"),
+                credit=Decimal("6.25"),
+            )
         )
         await session.execute(
             update(Order).where(Order.id == paying.order_id).values(status=OrderStatus.UNDERPAID)

@@ -6,6 +6,7 @@ NOWPayments secrets and `sandbox` without a database.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
@@ -55,6 +56,18 @@ class Settings(BaseSettings):
     # A payment short of its pay amount by at most this percentage of it still pays (an
     # exchange's fee taken from what the customer sent), as BTCPay's payment tolerance.
     payment_tolerance_percent: Decimal = Field(default=Decimal(0), ge=0, le=100)
+    # Checkout holds an order's keys this long while no payment is open for it; a payment
+    # opened holds them until it expires. Either way plus the grace, for payments that
+    # arrive late.
+    stock_hold_minutes: float = Field(default=30.0, gt=0)
+    stock_hold_grace_minutes: float = Field(default=10.0, ge=0)
+
+    def stock_hold_until(self, start: datetime | None = None) -> datetime:
+        """When a hold starting at `start` (now) lapses: hold plus grace."""
+        return (start or datetime.now(UTC)) + timedelta(
+            minutes=self.stock_hold_minutes + self.stock_hold_grace_minutes
+        )
+
     # How long a worker holds a job before another may take it over (a dead worker's job).
     job_lease_seconds: float = 60.0
     # How often an idle worker looks for new notifications and jobs.

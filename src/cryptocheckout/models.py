@@ -1,7 +1,7 @@
 """Every table, imported in one place so the metadata (and Alembic) sees them all."""
 
 from cryptocheckout.admin.models import AdminAction, AdminSession
-from cryptocheckout.catalogue.models import LicenceKey, Product
+from cryptocheckout.catalogue.models import LicenceKey, Product, StockHold
 from cryptocheckout.delivery.models import Delivery
 from cryptocheckout.kit.db import Base
 from cryptocheckout.kit.idempotency_models import IdempotencyKey
@@ -25,6 +25,7 @@ __all__ = [
     "Product",
     "RejectedWebhook",
     "StatusChange",
+    "StockHold",
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookLog",

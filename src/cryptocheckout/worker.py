@@ -20,11 +20,13 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cryptocheckout.catalogue import repository as catalogue
 from cryptocheckout.config import Settings
 from cryptocheckout.delivery.jobs import email_on_order_event
 from cryptocheckout.delivery.wiring import mail_job_handlers
 from cryptocheckout.fulfilment.handlers import JOB_HANDLERS as FULFILMENT_JOBS
 from cryptocheckout.kit import jobs
+from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.db import create_engine, create_sessionmaker, unit_of_work
 from cryptocheckout.kit.encryption import keyring_of
 from cryptocheckout.kit.idempotency import purge_expired
@@ -45,6 +47,7 @@ failures = FailureLog(logger)
 HANDLERS: dict[str, jobs.Handler] = {**FULFILMENT_JOBS}
 PURGE_EVERY_SECONDS = 600.0
 POLL_SCAN_EVERY_SECONDS = 60.0
+RELEASE_HOLDS_EVERY_SECONDS = 30.0
 
 
 class Lane(Protocol):
@@ -123,10 +126,18 @@ class Worker:
         if added:
             logger.info("asking NOWPayments about %d quiet payments", added)
 
+    async def release_holds(self) -> None:
+        """Gives lapsed stock holds back to the shop (checkouts ignore them already)."""
+        async with unit_of_work(self.sessionmaker) as session:
+            released = await catalogue.release_lapsed_holds(session, utcnow())
+        if released:
+            logger.info("released %d lapsed stock holds", released)
+
     async def housekeeping(self, now: float, due: dict[str, float]) -> None:
         for name, every, task in (
             ("purge", PURGE_EVERY_SECONDS, self.purge),
             ("polls", POLL_SCAN_EVERY_SECONDS, self.scan_for_polls),
+            ("holds", RELEASE_HOLDS_EVERY_SECONDS, self.release_holds),
         ):
             if now < due.get(name, 0.0):
                 continue

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cryptocheckout.catalogue.models import Product
+from cryptocheckout.catalogue.models import LicenceKey, Product, StockHold
 from cryptocheckout.catalogue.service import add_keys
+from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.encryption import KeyRing
 from cryptocheckout.orders.models import Order, OrderItem, OrderStatus
 from cryptocheckout.payments.models import Payment, PaymentKind, PaymentStatus
@@ -49,6 +52,11 @@ async def paying_order(
         await add_keys(
             session, TEST_KEY_RING, product.id, [f"KEY-{uuid.uuid4().hex}" for _ in range(keys)]
         )
+        stock = list(
+            (
+                await session.execute(select(LicenceKey).where(LicenceKey.product_id == product.id))
+            ).scalars()
+        )
         order = Order(
             email="buyer@example.com",
             status=OrderStatus.WAITING,
@@ -68,6 +76,16 @@ async def paying_order(
         )
         session.add(order)
         await session.flush()
+        # held from checkout, as `orders.service.create_order` holds them
+        session.add_all(
+            StockHold(
+                licence_key_id=key.id,
+                product_id=product.id,
+                order_id=order.id,
+                expires_at=utcnow() + timedelta(minutes=40),
+            )
+            for key in stock[:quantity]
+        )
         payment = Payment(
             order_id=order.id,
             kind=kind,

@@ -32,6 +32,9 @@ class AdminPayment(ResponseModel):
     pay_address: str | None
     payin_extra_id: str | None
     actually_paid: MoneyOut | None
+    # What this payment credits its order, in the order's currency (price_currency).
+    credit: MoneyOut
+    purchase_id: str | None
     expires_at: datetime | None
     error_code: str | None
     error_message: str | None

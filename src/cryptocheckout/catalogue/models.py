@@ -50,3 +50,25 @@ class LicenceKey(UUIDPrimaryKey, CreatedAt, Base):
 
     def __repr__(self) -> str:  # the default repr would print the ciphertext; keep logs clean
         return f"LicenceKey(id={self.id!s}, product_id={self.product_id!s})"
+
+
+class StockHold(UUIDPrimaryKey, CreatedAt, Base):
+    """One licence key held for an order from checkout until it is paid or the hold lapses.
+
+    A row per key, never a counter: the unique key makes it impossible for two orders to hold
+    one key. `expires_at` is when the hold lapses (the worker deletes it, and checkouts stop
+    counting it at once); NULL once the order is paid: kept until its keys are assigned.
+    """
+
+    __tablename__ = "stock_holds"
+
+    licence_key_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("licence_keys.id", ondelete="CASCADE"), unique=True
+    )
+    product_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("products.id", ondelete="CASCADE"), index=True
+    )
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("orders.id", ondelete="CASCADE"), index=True
+    )
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None, index=True)

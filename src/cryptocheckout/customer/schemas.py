@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from cryptocheckout.kit.schemas import MoneyOut
 from cryptocheckout.orders.schemas import OrderOut
 from cryptocheckout.payments.schemas import PaymentSummary
 
@@ -9,3 +10,8 @@ class OrderView(OrderOut):
 
     payment: PaymentSummary | None
     delivery_url: str | None
+    # In the order's currency: what its payments credited, what is still due (0 once paid)
+    # and what they credited beyond its total.
+    amount_paid: MoneyOut
+    amount_due: MoneyOut
+    amount_over: MoneyOut

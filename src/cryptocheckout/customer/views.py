@@ -19,8 +19,14 @@ from cryptocheckout.payments import queries as payments
 async def order_view(session: AsyncSession, order: Order, links: DeliveryLinks | None) -> OrderView:
     """The order as its customer sees it; `links` signs the delivery link once fulfilled."""
     payment = await payments.current_summary(session, order.id)
+    balance = await payments.balance_of(session, order)
     return OrderView(
-        **order_fields(order), payment=payment, delivery_url=delivery_url(order, links)
+        **order_fields(order),
+        payment=payment,
+        delivery_url=delivery_url(order, links),
+        amount_paid=balance.paid,
+        amount_due=balance.due,
+        amount_over=balance.over,
     )
 
 

@@ -31,6 +31,8 @@ async def fulfil_order(session: AsyncSession, payload: Mapping[str, Any]) -> Non
     if order is None or order.status is not OrderStatus.PAID:
         return
     wanted = await orders.quantities(session, order_id)
+    # The keys held for it since checkout first; free keys for what it no longer holds.
+    await catalogue.assign_held_keys(session, order_id)
     held = await catalogue.assigned_to(session, order_id)
     for product_id, quantity in wanted.items():
         missing = quantity - held.get(product_id, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,7 +23,10 @@ from cryptocheckout.orders.models import Order, OrderItem, OrderStatus
 from cryptocheckout.orders.schemas import OrderCreate
 
 
-async def create_order(session: AsyncSession, data: OrderCreate) -> Order:
+async def create_order(session: AsyncSession, data: OrderCreate, *, hold_until: datetime) -> Order:
+    """Prices the order from the catalogue and holds its keys until `hold_until` (checkout's
+    STOCK_HOLD_MINUTES plus STOCK_HOLD_GRACE_MINUTES; a payment opened for it extends the
+    hold). More than the free (unheld) stock is refused with `OutOfStock`."""
     errors: list[FieldIssue] = []
     product_ids: list[uuid.UUID | None] = []
     for index, item in enumerate(data.items):
@@ -116,6 +120,19 @@ async def create_order(session: AsyncSession, data: OrderCreate) -> Order:
         ) from None
     session.add(order)
     await session.flush()
+    for pid, quantity in wanted.items():
+        if not await catalogue.hold_keys(session, pid, order.id, quantity, until=hold_until):
+            # Another checkout held the last keys since we counted them.
+            raise OutOfStock(
+                "Some items are out of stock.",
+                [
+                    FieldIssue(
+                        ("items", ids.index(pid), "quantity"),
+                        f"{products[pid].sku!r} was just sold out",
+                        "out_of_stock",
+                    )
+                ],
+            )
     return order
 
 

@@ -241,7 +241,9 @@ async def checkout(request: Request) -> Response:
     if data is not None and not errors:
         try:
             async with unit_of_work(_sessionmaker(request)) as session:
-                order = await orders.create_order(session, data)
+                order = await orders.create_order(
+                    session, data, hold_until=settings.stock_hold_until()
+                )
                 await session.commit()
         except DomainError as exc:
             issues.extend(exc.fields or [FieldIssue(("items",), exc.detail)])

@@ -10,7 +10,7 @@ import enum
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from decimal import Decimal
 
 from cryptocheckout.orders.models import Order, OrderStatus
 from cryptocheckout.payments.models import (
@@ -19,6 +19,7 @@ from cryptocheckout.payments.models import (
     PaymentKind,
     PaymentStatus,
 )
+from cryptocheckout.payments.queries import order_balance
 
 
 class Kind(enum.StrEnum):
@@ -113,17 +114,11 @@ def time_left(seconds: int | None) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
-CENT = Decimal("0.01")
-
-
 @dataclass(frozen=True)
 class Balance:
-    """What arrived, in the order's currency, and what is still missing.
-
-    Each payment credits actually_paid / pay_amount x its price_amount (the contract's rule);
-    the credit is rounded down and the amount missing up, so a customer never sees less due
-    than is.
-    """
+    """What arrived, in the order's currency, and what is still missing: the order's credits
+    as `GET /api/orders/{id}` gives them (`payments.queries.order_balance`), and the coins
+    that arrived per payment."""
 
     paid: Decimal
     missing: Decimal
@@ -131,16 +126,11 @@ class Balance:
 
 
 def balance(order: Order, payments: Sequence[Payment]) -> Balance:
-    credited = Decimal(0)
-    arrived = []
-    for payment in payments:
-        if not payment.actually_paid or not payment.pay_amount:
-            continue
-        arrived.append((payment.actually_paid, (payment.pay_currency or "").upper()))
-        credited += payment.actually_paid / payment.pay_amount * payment.price_amount
-    paid = min(credited, order.total).quantize(CENT, rounding=ROUND_DOWN)
-    missing = max(order.total - credited, Decimal(0)).quantize(CENT, rounding=ROUND_UP)
-    return Balance(paid, missing, tuple(arrived))
+    credited = order_balance(order, sum((p.credit for p in payments), Decimal(0)))
+    arrived = tuple(
+        (p.actually_paid, (p.pay_currency or "").upper()) for p in payments if p.actually_paid
+    )
+    return Balance(credited.paid, credited.due, arrived)
 
 
 def shop_payments(payments: Sequence[Payment]) -> list[Payment]:

@@ -84,6 +84,12 @@ class Payment(UUIDPrimaryKey, Timestamps, Base):
     pay_address: Mapped[str | None] = mapped_column(String(256), default=None)
     payin_extra_id: Mapped[str | None] = mapped_column(String(128), default=None)
     actually_paid: Mapped[Decimal | None] = mapped_column(Money, default=None)
+    # What this provider payment credits its order, in the order's currency: one credit per
+    # provider payment (a row is one NOWPayments payment_id), raised only forward
+    # (`state_machine.credit_payment`); each change is in the audit trail.
+    credit: Mapped[Decimal] = mapped_column(Money, default=Decimal(0), server_default="0")
+    # NOWPayments' purchase_id: a further payment for what is missing is linked to it.
+    purchase_id: Mapped[str | None] = mapped_column(String(64), default=None)
     confirmations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     payment_url: Mapped[str | None] = mapped_column(String(1024), default=None)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -16,22 +16,29 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cryptocheckout.catalogue import repository as catalogue
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.money import truncate_money
 from cryptocheckout.nowpayments.models import PaymentInfo
 from cryptocheckout.orders import repository as orders
+from cryptocheckout.orders.models import Order, OrderStatus
 from cryptocheckout.payments import repository
 from cryptocheckout.payments.models import ChangeCause, Payment, PaymentStatus
 from cryptocheckout.payments.service import ABANDON_AFTER
 from cryptocheckout.payments.state_machine import (
+    ORDER_RANK,
     PAID,
     PROVIDER_OUTCOMES,
     UNDERPAID,
     Verdict,
+    credit_of,
+    credit_payment,
     judge_finished,
     move_order,
     move_payment,
+    order_target,
+    price_conflict,
 )
 
 logger = logging.getLogger("cryptocheckout.payments")
@@ -110,6 +117,17 @@ async def apply_provider_state(
             actually_paid=info.actually_paid,
             tolerance_percent=tolerance_percent,
         )
+    elif outcome == UNDERPAID:
+        conflict = price_conflict(
+            expected_price=payment.price_amount,
+            expected_currency=payment.price_currency,
+            price_amount=info.price_amount,
+            price_currency=info.price_currency,
+            expected_pay_currency=payment.pay_currency,
+            pay_currency=info.pay_currency,
+        )
+        if conflict is not None:
+            verdict = Verdict(UNDERPAID, conflict, creditable=False)
     note = f"NOWPayments: {info.status}"
     moved = await move_payment(
         session, payment, verdict.outcome.payment, cause=cause, cause_ref=ref, note=note
@@ -119,19 +137,87 @@ async def apply_provider_state(
         if verdict.review_reason:
             _flag(payment, verdict.review_reason)
     order_moved = False
-    if verdict.outcome in (PAID, UNDERPAID) or not await _superseded(session, payment):
+    if verdict.outcome in (PAID, UNDERPAID):
+        # Money that is final (finished, partially_paid) credits the order; the order's
+        # status follows its balance, whichever of its payments brought it there.
+        settled = ORDER_RANK[order.status] >= ORDER_RANK[OrderStatus.PAID]
+        raised = Decimal(0)
+        if verdict.creditable:
+            raised = await _credit(session, payment, info, cause=cause, ref=ref)
+        balance, credited_payments = await repository.credited(session, order.id)
+        order_moved = await move_order(
+            session,
+            order,
+            order_target(
+                balance, order.total, tolerance_percent, credited_payments=credited_payments
+            ),
+            cause=cause,
+            cause_ref=ref,
+            note=f"{note}; credits {balance} of {order.total} {order.currency}",
+        )
+        if order_moved and order.status is OrderStatus.PAID and await _hold_lapsed(session, order):
+            _flag(
+                payment,
+                "paid after its stock hold lapsed: keys are assigned if free, "
+                "else the order waits for stock",
+            )
+        excess = balance - order.total
+        if raised > 0 and settled:
+            # Paid again (a second payment, a repeated deposit, money after the order was
+            # marked paid): credited, never a second fulfilment, and staff must know.
+            _flag(
+                payment,
+                f"money arrived after the order was already {order.status.value}: "
+                f"credited {raised:f}, credits {balance:f} of {order.total:f} {order.currency}, "
+                f"overpaid by {max(excess, Decimal(0)):f} {order.currency}",
+            )
+        elif raised > 0 and excess > 0:
+            _flag(
+                payment,
+                f"overpaid: credits {balance:f} of {order.total:f} {order.currency}, "
+                f"overpaid by {excess:f} {order.currency}",
+            )
+    elif not await _superseded(session, payment):
         order_moved = await move_order(
             session, order, verdict.outcome.order, cause=cause, cause_ref=ref, note=note
         )
-    if moved and verdict.outcome == PAID and not order_moved:
-        # Paid again (a repeated deposit, another payment on the invoice): never a second
-        # fulfilment, but staff should know money arrived twice.
-        _flag(payment, f"order was already {order.status.value} when this payment finished")
     if moved or order_moved:
         return Applied(Result.PROCESSED, payment_id=str(payment.id))
     # A stale or repeated status: run through the state machine, changed nothing. (An exact
     # redelivery never gets here: it is counted on its original log row at the endpoint.)
     return Applied(Result.PROCESSED, "no change: stale or repeated status", str(payment.id))
+
+
+async def _credit(
+    session: AsyncSession, payment: Payment, info: PaymentInfo, *, cause: ChangeCause, ref: str
+) -> Decimal:
+    """Credits the order with what arrived on this payment (forward only); by how much."""
+    pay_amount = _expected_pay_amount(payment, info)
+    if info.actually_paid is None or not pay_amount:
+        return Decimal(0)
+    amount = credit_of(info.actually_paid, pay_amount, payment.price_amount)
+    raised = await credit_payment(
+        session,
+        payment,
+        amount,
+        cause=cause,
+        cause_ref=ref,
+        note=f"{info.actually_paid} of {pay_amount} {info.pay_currency or payment.pay_currency} "
+        f"x {payment.price_amount} (NOWPayments: {info.status})",
+    )
+    if raised > 0:
+        paid = truncate_money(info.actually_paid)
+        if payment.actually_paid is None or paid > payment.actually_paid:
+            payment.actually_paid = paid
+        await session.flush()
+    return raised
+
+
+async def _hold_lapsed(session: AsyncSession, order: Order) -> bool:
+    """Whether the order holds fewer keys than it bought (its holds lapsed and were released)."""
+    held = await catalogue.held_for(session, order.id)
+    wanted = await orders.quantities(session, order.id)
+    return any(held.get(product_id, 0) < quantity for product_id, quantity in wanted.items())
 
 
 async def _superseded(session: AsyncSession, payment: Payment) -> bool:
@@ -168,6 +254,8 @@ def _record_provider_fields(
         payment.pay_currency = info.pay_currency[:20]
     if payment.pay_address is None and info.pay_address:
         payment.pay_address = info.pay_address[:256]
+    if payment.purchase_id is None and info.purchase_id:
+        payment.purchase_id = str(info.purchase_id)[:64]
 
 
 def _flag(payment: Payment, reason: str) -> None:

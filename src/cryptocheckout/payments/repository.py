@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,6 +41,26 @@ async def open_for_order(session: AsyncSession, order_id: uuid.UUID) -> Payment 
             Payment.status.in_(OPEN_PAYMENT_STATUSES),
             Payment.parent_external_id.is_(None),
         )
+    )
+    return rows.scalar_one_or_none()
+
+
+async def credited(session: AsyncSession, order_id: uuid.UUID) -> tuple[Decimal, int]:
+    """The order's balance (the credits of all its payments, in the order's currency) and how
+    many of its payments credit it. Summed in Python: SQLite keeps money as exact text, and
+    its SUM would go through float."""
+    rows = await session.execute(select(Payment.credit).where(Payment.order_id == order_id))
+    credits = [credit for credit in rows.scalars() if credit > 0]
+    return sum(credits, Decimal(0)), len(credits)
+
+
+async def purchase_of(session: AsyncSession, order_id: uuid.UUID) -> str | None:
+    """NOWPayments' purchase of the order's first payment that has one."""
+    rows = await session.execute(
+        select(Payment.purchase_id)
+        .where(Payment.order_id == order_id, Payment.purchase_id.is_not(None))
+        .order_by(Payment.created_at)
+        .limit(1)
     )
     return rows.scalar_one_or_none()
 

@@ -19,6 +19,7 @@ from datetime import timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cryptocheckout.catalogue import repository as catalogue
 from cryptocheckout.config import Settings
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.db import unit_of_work
@@ -27,6 +28,7 @@ from cryptocheckout.kit.money import truncate_money
 from cryptocheckout.kit.security import tokens_match
 from cryptocheckout.nowpayments.client import NowPaymentsClient
 from cryptocheckout.nowpayments.errors import NowPaymentsApiError, NowPaymentsError
+from cryptocheckout.nowpayments.models import CreatedPayment
 from cryptocheckout.orders import repository as orders
 from cryptocheckout.orders.models import OrderStatus
 from cryptocheckout.payments import repository
@@ -73,13 +75,20 @@ async def _open_or_record(
             return Created(existing, new=False)
         if ORDER_RANK[order.status] >= ORDER_RANK[OrderStatus.PAID]:
             raise OrderClosed(f"The order is {order.status.value}: it needs no payment.")
+        # An order with credits is asked for what is due only, linked where NOWPayments
+        # allows to the purchase that was partly paid (`purchase_id` on POST /v1/payment).
+        credits, _ = await repository.credited(session, order.id)
+        due = order.total - credits
+        if due <= 0:  # pragma: no cover - credits reaching the total made the order paid
+            raise OrderClosed("The order is paid: it needs no payment.")
         payment = Payment(
             order_id=order.id,
             kind=PaymentKind.PAYMENT if pay_currency else PaymentKind.INVOICE,
             status=PaymentStatus.CREATED,
-            price_amount=order.total,
+            price_amount=due,
             price_currency=order.currency,
             pay_currency=pay_currency,
+            purchase_id=await repository.purchase_of(session, order.id) if credits > 0 else None,
         )
         session.add(payment)
         try:
@@ -159,14 +168,7 @@ async def create_payment(
         if payment.kind is PaymentKind.PAYMENT:
             assert pay_currency is not None  # noqa: S101 - kind is PAYMENT only with a currency
             answer = await asyncio.wait_for(
-                client.create_payment(
-                    payment.price_amount,
-                    payment.price_currency.lower(),
-                    pay_currency,
-                    ipn_callback_url=settings.nowpayments_callback_url,
-                    order_id=str(payment.order_id),
-                    order_description=description,
-                ),
+                _create_direct(client, settings, payment, pay_currency, description),
                 PROVIDER_CALL_DEADLINE.total_seconds(),
             )
             provider_fields = {
@@ -180,6 +182,7 @@ async def create_payment(
                 "payin_extra_id": answer.payin_extra_id,
                 "expires_at": answer.expiration_estimate_date or answer.valid_until,
                 "provider_status": str(answer.payment_status),
+                "purchase_id": None if answer.purchase_id is None else str(answer.purchase_id),
             }
         else:
             # NOWPayments' page sends the customer back to the order page. Its URL never
@@ -215,11 +218,55 @@ async def create_payment(
             sessionmaker, payment.id, code, f"no answer within {PROVIDER_CALL_DEADLINE}"
         )
         raise ProviderRefused(code) from exc
-    return Created(await _record_opened(sessionmaker, payment.id, provider_fields), new=True)
+    return Created(
+        await _record_opened(sessionmaker, settings, payment.id, provider_fields), new=True
+    )
+
+
+async def _create_direct(
+    client: NowPaymentsClient,
+    settings: Settings,
+    payment: Payment,
+    pay_currency: str,
+    description: str,
+) -> CreatedPayment:
+    """POST /v1/payment, for the rest of a partly paid purchase when there is one.
+
+    NOWPayments documents `purchase_id` only as "adds a payment to a partially paid
+    purchase"; should it refuse the link as an invalid parameter (a 400: nothing was
+    created), the payment is asked for again on its own. Our credits do not depend on the
+    link either way.
+    """
+
+    async def create(purchase_id: str | None) -> CreatedPayment:
+        return await client.create_payment(
+            payment.price_amount,
+            payment.price_currency.lower(),
+            pay_currency,
+            ipn_callback_url=settings.nowpayments_callback_url,
+            order_id=str(payment.order_id),
+            order_description=description,
+            purchase_id=purchase_id,
+        )
+
+    if payment.purchase_id is None:
+        return await create(None)
+    try:
+        return await create(payment.purchase_id)
+    except NowPaymentsApiError as exc:
+        if exc.status_code != 400 or exc.code != "INVALID_REQUEST_PARAMS":
+            raise
+        logger.warning(
+            "NOWPayments refused purchase_id %s (%s): creating the payment without it",
+            payment.purchase_id,
+            exc.code,
+        )
+        return await create(None)
 
 
 async def _record_opened(
     sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
     payment_id: uuid.UUID,
     fields: Mapping[str, object],
 ) -> Payment:
@@ -235,6 +282,14 @@ async def _record_opened(
         await move_payment(session, payment, PaymentStatus.WAITING, cause=ChangeCause.API)
         if order is not None:
             await move_order(session, order, OrderStatus.WAITING, cause=ChangeCause.API)
+            # The order's keys stay held while this payment may be paid, plus the grace.
+            grace = timedelta(minutes=settings.stock_hold_grace_minutes)
+            until = (
+                payment.expires_at + grace
+                if payment.expires_at is not None
+                else settings.stock_hold_until()
+            )
+            await catalogue.extend_holds(session, order.id, until)
         return payment
 
 
