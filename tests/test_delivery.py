@@ -14,6 +14,7 @@ import sys
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import httpx
@@ -460,8 +461,30 @@ async def test_expired_and_failed_mails_link_back_to_the_order(
     assert await run_mail_jobs(sessionmaker, mailer, links) == [JobStatus.SUCCEEDED]
     [eml] = list((tmp_path / "mail").glob("*.eml"))
     data = eml.read_bytes()
-    assert f"{settings.public_base_url}/orders/{paying.order_id}".encode() in data
+    # With the order's token, so that the link opens the order in any browser.
+    text = message_from_bytes(data, policy=policy.default).get_body(("plain",))
+    assert text is not None
+    assert f"/orders/{paying.order_id}?token=token" in str(text.get_content())
     assert b"/delivery/" not in data
+
+
+async def test_the_underpaid_mail_takes_what_is_missing_from_the_orders_balance(
+    sessionmaker: Sessions, links: DeliveryLinks, tmp_path: Path
+) -> None:
+    """As the order events enqueue it: no details given, the balance says what is due."""
+    paying = await paying_order(sessionmaker, pay_amount="0.00045")
+    async with sessionmaker() as session:
+        await session.execute(
+            update(Payment)
+            .where(Payment.id == paying.payment_id)
+            .values(actually_paid=Decimal("0.0003"), credit=Decimal("8.33333333"))
+        )
+        await enqueue_order_email(session, paying.order_id, "underpaid")
+        await session.commit()
+    mailer = FileMailer(tmp_path / "mail", FROM)
+    assert await run_mail_jobs(sessionmaker, mailer, links) == [JobStatus.SUCCEEDED]
+    [eml] = list((tmp_path / "mail").glob("*.eml"))
+    assert b"4.16666667 USD" in eml.read_bytes()
 
 
 async def test_unknown_events_are_refused_when_enqueued(sessionmaker: Sessions) -> None:

@@ -7,6 +7,7 @@ licence keys, and prints the URLs to open. Nothing to configure, nothing to sign
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 from decimal import Decimal
@@ -69,6 +70,8 @@ def demo_encryption_key(path: Path = DEMO_KEY_FILE) -> str:
 
 
 async def run_demo(*, host: str, port: int, sandbox_port: int) -> None:
+    # The migrations' progress is noise here: the first thing a person reads is the shop's URL.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     shop_url = f"http://{host}:{port}"
     sandbox_url = f"http://{host}:{sandbox_port}"
     settings = Settings(

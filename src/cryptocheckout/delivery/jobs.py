@@ -27,8 +27,10 @@ from cryptocheckout.delivery.links import DeliveryLinks
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.mail import Mailer, PermanentMailError, TemporaryMailError
-from cryptocheckout.orders.models import OrderStatus
+from cryptocheckout.kit.money import format_money
+from cryptocheckout.orders.models import Order, OrderStatus
 from cryptocheckout.payments.events import OrderEvent, OrderEventType
+from cryptocheckout.payments.queries import balance_of
 
 SEND_ORDER_EMAIL_JOB = "send_order_email"
 # Mail waits out an SMTP outage (RetryLater never dies); this only bounds other failures.
@@ -86,12 +88,16 @@ async def send_order_email(
     if kind in ("fulfilled", "resend") and order.status is not OrderStatus.FULFILLED:
         return  # refunded since: the link would show nothing
     now = now or utcnow()
-    context: dict[str, Any] = {"order_url": links.order_page_url(order_id)}
+    # The link carries the order's token (the page turns it into a cookie and drops it from
+    # the address), so it opens the order in any browser, not only the one that bought.
+    context: dict[str, Any] = {
+        "order_url": f"{links.order_page_url(order_id)}?token={order.access_token}"
+    }
     if kind in ("fulfilled", "resend"):
         context["delivery_url"] = links.url(order_id, now)
         context["expires_at"] = f"{now + links.ttl:%Y-%m-%d %H:%M} UTC"
     if kind == "underpaid":
-        context["underpayment"] = await _underpayment(session, order_id, payload)
+        context["underpayment"] = await _underpayment(session, order, payload)
     mail = render(event, to=order.email, shop_name=shop_name, **context)
     try:
         await mailer.send(mail)
@@ -102,12 +108,16 @@ async def send_order_email(
 
 
 async def _underpayment(
-    session: AsyncSession, order_id: uuid.UUID, payload: Mapping[str, Any]
+    session: AsyncSession, order: Order, payload: Mapping[str, Any]
 ) -> Underpayment | None:
-    payment = await repository.latest_payment(session, order_id)
+    payment = await repository.latest_payment(session, order.id)
     if payment is None or payment.actually_paid is None or payment.pay_amount is None:
         return None
     missing = payload.get("missing_in_order_currency")
+    if not missing:
+        # What is still due by the order's balance, at the time of sending.
+        due = (await balance_of(session, order)).due
+        missing = f"{format_money(due)} {order.currency}" if due > 0 else None
     return Underpayment(
         paid=payment.actually_paid,
         expected=payment.pay_amount,
