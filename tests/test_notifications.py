@@ -618,3 +618,67 @@ async def test_an_abandoned_payment_expiring_leaves_the_orders_new_payment_alone
     await flow.send(paying, "finished")
     await flow.drain()
     assert (await flow.state(paying))[0] is OrderStatus.FULFILLED
+
+
+async def test_an_invoice_whose_create_timed_out_is_adopted_by_its_notifications(
+    flow: Flow, sessionmaker: Sessions
+) -> None:
+    """POST /v1/invoice timed out: no invoice id, no payment id; the customer paid on the
+    invoice page anyway. Its signed notification names our order: the invoice is adopted."""
+    paying = await paying_order(
+        sessionmaker, external_id=None, invoice_id=None, kind=PaymentKind.INVOICE
+    )
+    async with sessionmaker() as session:
+        payment = await session.get(Payment, paying.payment_id)
+        assert payment is not None
+        payment.status = PaymentStatus.FAILED
+        payment.error_code = "OUTCOME_UNKNOWN"
+        await session.commit()
+    await flow.send(paying, "finished", payment_id="4747", invoice_id=6200001, pay_currency="btc")
+    await flow.drain()
+    order_status, payment_status, payment = await flow.state(paying)
+    assert (order_status, payment_status) == (OrderStatus.FULFILLED, PaymentStatus.FINISHED)
+    assert (payment.external_id, payment.invoice_id) == ("4747", "6200001")
+
+
+async def test_an_invoice_whose_answer_never_arrived_is_a_candidate_for_adoption(
+    sessionmaker: Sessions,
+) -> None:
+    """The confirmed adoption (`adopt_payment`) finds an unanswered invoice and accepts the
+    coin the customer chose on NOWPayments' page."""
+    from datetime import timedelta
+
+    from cryptocheckout.kit.clock import utcnow
+    from cryptocheckout.nowpayments.models import PaymentInfo
+    from cryptocheckout.payments import repository
+    from cryptocheckout.payments.reconcile import _same_quote
+    from cryptocheckout.payments.service import ABANDON_AFTER
+
+    paying = await paying_order(
+        sessionmaker, external_id=None, invoice_id=None, kind=PaymentKind.INVOICE
+    )
+    async with sessionmaker() as session:
+        payment = await session.get(Payment, paying.payment_id)
+        assert payment is not None
+        payment.status = PaymentStatus.CREATED
+        payment.created_at = utcnow() - timedelta(seconds=120)
+        await session.commit()
+    async with sessionmaker() as session:
+        found = await repository.unanswered_create(
+            session, paying.order_id, before=utcnow() - ABANDON_AFTER
+        )
+    assert found is not None and found.id == paying.payment_id
+    info = PaymentInfo.parse_mapping(
+        {
+            "payment_id": 4548,
+            "invoice_id": 6200002,
+            "payment_status": "finished",
+            "order_id": str(paying.order_id),
+            "price_amount": "12.5",
+            "price_currency": "usd",
+            "pay_currency": "ltc",
+            "pay_amount": "0.2",
+            "actually_paid": "0.2",
+        }
+    )
+    assert _same_quote(found, info)

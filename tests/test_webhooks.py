@@ -10,7 +10,7 @@ import json
 import httpx
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cryptocheckout.app import create_app
 from cryptocheckout.config import Settings
@@ -367,3 +367,24 @@ async def test_unsigned_bodies_past_the_time_budget_are_503_without_the_check(
     assert _canonical_checks("tried") == tried
     # the raw-bytes check needs no budget: signed notifications still go through
     assert (await client.post(URL, content=body, headers=headers)).json() == {"status": "stored"}
+
+
+async def test_stopping_the_store_finishes_what_was_queued_before(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """A writer cancelled inside its transaction could leave SQLite's write lock held (the
+    suite's teardown then failed with "database is locked"): stopping lets it finish."""
+    from sqlalchemy import func, select
+
+    from cryptocheckout.kit.clock import utcnow
+    from cryptocheckout.webhooks.ingest import NotificationStore, Rejected
+    from cryptocheckout.webhooks.models import RejectedWebhook
+
+    store = NotificationStore(engine)
+    await store.start()
+    for _ in range(3):
+        store.reject(Rejected("invalid signature", None, "0" * 64, 1, utcnow()))
+    await store.stop()  # at once, as the app's shutdown does
+    async with sessionmaker() as session:
+        stored = await session.scalar(select(func.count()).select_from(RejectedWebhook))
+    assert stored == 3

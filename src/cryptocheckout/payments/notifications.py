@@ -103,6 +103,8 @@ async def apply_provider_state(
         return _failed(reason)
     if payment.external_id is None:
         payment.external_id = info.payment_id  # an invoice learns its payment id here
+    if payment.invoice_id is None and info.invoice_id is not None:
+        payment.invoice_id = info.invoice_id  # an adopted invoice whose answer was lost
 
     verdict = Verdict(outcome)
     if outcome == PAID:
@@ -343,6 +345,10 @@ async def _child(
     # held to the parent's quote; another payment on an invoice may be in another coin, and
     # its own (signed) quote applies. The price is always the parent's: our order's total.
     repeat = info.parent_payment_id is not None
+    # The order first, as everywhere: inserting the child takes a share lock on its order
+    # (the foreign key), and two workers holding that while both wait to lock the order for
+    # update would deadlock.
+    await orders.lock(session, sibling.order_id)
     child = Payment(
         order_id=sibling.order_id,
         kind=sibling.kind,

@@ -24,7 +24,7 @@ from cryptocheckout.nowpayments.errors import NowPaymentsApiError
 from cryptocheckout.nowpayments.models import PaymentInfo
 from cryptocheckout.orders import repository as orders
 from cryptocheckout.payments import repository
-from cryptocheckout.payments.models import ChangeCause, Payment, PaymentStatus
+from cryptocheckout.payments.models import ChangeCause, Payment, PaymentKind, PaymentStatus
 from cryptocheckout.payments.notifications import (
     ADOPT_PAYMENT_JOB,
     Result,
@@ -130,6 +130,7 @@ def job_handlers(client: NowPaymentsClient, tolerance_percent: Decimal) -> dict[
             return
         payment = await repository.lock_payment(session, found.id)
         payment.external_id = info.payment_id
+        payment.invoice_id = payment.invoice_id or info.invoice_id
         payment.pay_address = payment.pay_address or (info.pay_address or "")[:256] or None
         payment.payin_extra_id = payment.payin_extra_id or info.payin_extra_id
         await apply_provider_state(
@@ -145,9 +146,13 @@ def job_handlers(client: NowPaymentsClient, tolerance_percent: Decimal) -> dict[
 
 
 def _same_quote(payment: Payment, info: PaymentInfo) -> bool:
-    """The provider's payment is the one we asked for: our price, currency and coin."""
+    """The provider's payment is the one we asked for: our price and currency, and our coin
+    where we chose one (an invoice lets the customer choose on NOWPayments' page)."""
     return (
         info.price_amount == payment.price_amount
         and (info.price_currency or "").lower() == payment.price_currency.lower()
-        and (info.pay_currency or "").lower() == (payment.pay_currency or "").lower()
+        and (
+            payment.kind is PaymentKind.INVOICE
+            or (info.pay_currency or "").lower() == (payment.pay_currency or "").lower()
+        )
     )

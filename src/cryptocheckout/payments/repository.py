@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cryptocheckout.payments.models import (
     OPEN_PAYMENT_STATUSES,
     Payment,
-    PaymentKind,
     PaymentStatus,
 )
 
@@ -80,7 +79,8 @@ OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
 
 
 async def unconfirmed_create(session: AsyncSession, order_id: str | None) -> Payment | None:
-    """The order's payment whose creation timed out with its outcome unknown, if any."""
+    """The order's payment whose creation timed out with its outcome unknown, if any (a
+    direct payment or an invoice: neither got its NOWPayments id)."""
     try:
         parsed = uuid.UUID(order_id or "")
     except ValueError:
@@ -89,8 +89,8 @@ async def unconfirmed_create(session: AsyncSession, order_id: str | None) -> Pay
         select(Payment)
         .where(
             Payment.order_id == parsed,
-            Payment.kind == PaymentKind.PAYMENT,
             Payment.external_id.is_(None),
+            Payment.invoice_id.is_(None),
             Payment.parent_external_id.is_(None),
             Payment.error_code == OUTCOME_UNKNOWN,
         )
@@ -139,14 +139,15 @@ async def creation_in_flight(
 async def unanswered_create(
     session: AsyncSession, order_id: uuid.UUID, *, before: datetime
 ) -> Payment | None:
-    """The order's newest direct payment recorded before `before` whose NOWPayments answer
-    never arrived: still `created`, or marked failed with its outcome unknown."""
+    """The order's newest payment (direct or invoice) recorded before `before` whose
+    NOWPayments answer never arrived: still `created`, or marked failed with its outcome
+    unknown."""
     rows = await session.execute(
         select(Payment)
         .where(
             Payment.order_id == order_id,
-            Payment.kind == PaymentKind.PAYMENT,
             Payment.external_id.is_(None),
+            Payment.invoice_id.is_(None),
             Payment.parent_external_id.is_(None),
             Payment.created_at < before,
             (Payment.status == PaymentStatus.CREATED) | (Payment.error_code == OUTCOME_UNKNOWN),

@@ -62,13 +62,17 @@ def _writers(engine: AsyncEngine) -> list[Writer]:
     return [SqlAlchemyWriter(engine, timeout=STORE_TIMEOUT_SECONDS)]
 
 
+class _Stop:
+    """Put on the queue by `stop`: the writer that takes it finishes its round and returns."""
+
+
 class NotificationStore:
     """The writer tasks of one process; `store` returns once the notification is committed."""
 
     def __init__(self, engine: AsyncEngine, on_stored: Callable[[], None] | None = None) -> None:
         self._writers = _writers(engine)
         # Notifications, and None to wake a writer for the rejected log alone.
-        self._queue: asyncio.Queue[Incoming | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Incoming | _Stop | None] = asyncio.Queue()
         self._rejected: list[Rejected] = []
         self._rejected_allowance = float(REJECTED_LOG_PER_SECOND)
         self._rejected_at = 0.0
@@ -82,11 +86,18 @@ class NotificationStore:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Lets each writer finish what was queued before, then ends it. A writer cancelled
+        inside its transaction could leave SQLite's write lock held by its connection, so
+        cancelling is only the last resort, for a writer that does not finish in time."""
+        for _ in self._tasks:
+            self._queue.put_nowait(_Stop())
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=STORE_TIMEOUT_SECONDS + 1)
+            for task in late:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._tasks = []
         for writer in self._writers:
             await writer.close()
@@ -125,12 +136,24 @@ class NotificationStore:
             self._queue.put_nowait(None)
 
     async def _run(self, writer: Writer) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+        stopping = False
+        while not stopping:
+            batch: list[Incoming | None] = []
+            first = await self._queue.get()
+            if isinstance(first, _Stop):
+                stopping = True
+            else:
+                batch.append(first)
+            while not stopping and len(batch) < MAX_BATCH and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if isinstance(item, _Stop):
+                    stopping = True  # what came before it is stored in this last round
+                else:
+                    batch.append(item)
             notifications = [i for i in batch if i is not None]
             rejected, self._rejected = self._rejected, []
+            if not notifications and not rejected:
+                continue
             try:
                 await self._store_batch(writer, notifications, rejected)
             except Exception:  # pragma: no cover - _store_batch settles every future itself
