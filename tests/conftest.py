@@ -238,3 +238,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.write_line(
         "database tests: " + ", ".join(f"{name} {count} passed" for name, count in counts.items())
     )
+    pooled = sum(
+        1
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call" and "[pgbouncer-" in report.nodeid
+    )
+    terminalreporter.write_line(f"pgbouncer tests: {pooled} passed")
