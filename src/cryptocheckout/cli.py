@@ -24,6 +24,13 @@ def cmd_migrate(_args: argparse.Namespace) -> None:
     from cryptocheckout.kit.migrate import upgrade
 
     settings = settings_from_environment()
+    if settings.database_pooled:
+        # DDL and Alembic's session through a transaction pooler: not what a deploy should
+        # depend on (see the README's deployment section).
+        raise ConfigurationError(
+            "migrate needs a direct connection to PostgreSQL: run it with DATABASE_URL set to "
+            "the server itself (not PgBouncer) and DATABASE_POOLED=false"
+        )
     upgrade(settings.database_url)
     print("database is at the latest migration")
 
