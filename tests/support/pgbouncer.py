@@ -36,7 +36,9 @@ def find_pgbouncer() -> str | None:
     )
 
 
-def config_text(*, listen_port: int, pg_host: str, pg_port: int, workdir: Path) -> str:
+def config_text(
+    *, listen_port: int, pg_host: str, pg_port: int, workdir: Path, admin: str = RUN_AS
+) -> str:
     return f"""\
 [databases]
 * = host={pg_host} port={pg_port}
@@ -52,6 +54,7 @@ max_client_conn = 400
 default_pool_size = 20
 reserve_pool_size = 5
 server_reset_query =
+admin_users = {admin}
 logfile = {workdir}/pgbouncer.log
 pidfile = {workdir}/pgbouncer.pid
 """
@@ -83,6 +86,7 @@ def run_pgbouncer(server_url: str) -> Iterator[int]:
             pg_host=server.host or "127.0.0.1",
             pg_port=server.port or 5432,
             workdir=workdir,
+            admin=user,
         )
     )
     command = [binary, str(ini)]
@@ -91,14 +95,17 @@ def run_pgbouncer(server_url: str) -> Iterator[int]:
         for path in workdir.iterdir():
             shutil.chown(path, RUN_AS)
         command = ["runuser", "-u", RUN_AS, "--", *command]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # In the foreground PgBouncer logs to stderr as well as to its logfile: into a file, never
+    # into a pipe nobody reads (a full pipe blocks PgBouncer, and every client with it).
+    with (workdir / "stderr.log").open("wb") as stderr_file:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr_file)
     try:
         deadline = time.monotonic() + 10
         while not _answers(port):
             if process.poll() is not None or time.monotonic() > deadline:
                 log = workdir / "pgbouncer.log"
                 detail = log.read_text()[-2000:] if log.exists() else ""
-                stderr = process.stderr.read().decode() if process.stderr else ""
+                stderr = (workdir / "stderr.log").read_text(errors="replace")[-2000:]
                 raise PgBouncerUnavailable(f"pgbouncer did not start: {stderr}{detail}")
             time.sleep(0.05)
         yield port
