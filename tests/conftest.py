@@ -11,8 +11,8 @@ import asyncio
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,11 @@ from cryptocheckout.config import Mode, Settings
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
 from cryptocheckout.kit.migrate import upgrade
 from cryptocheckout.models import Base
+from tests.support.pgbouncer import (
+    PgBouncerUnavailable,
+    pooled_url,
+    run_pgbouncer,
+)
 
 DEFAULT_PG_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN_TOKEN = "test-admin-token"
@@ -121,6 +126,47 @@ async def client(
             yield c
 
 
+@pytest.fixture(scope="session")
+def pgbouncer_port() -> Iterator[int]:
+    """A PgBouncer in transaction mode in front of the test PostgreSQL server, for the whole
+    session. In CI (`CI` set) a PgBouncer that cannot be found or started fails the tests
+    that need it; elsewhere they are skipped, saying why."""
+    with ExitStack() as stack:
+        try:
+            port = stack.enter_context(run_pgbouncer(pg_server_url()))
+        except PgBouncerUnavailable as exc:
+            if os.environ.get("CI"):
+                pytest.fail(f"the PgBouncer tier cannot run in CI: {exc}")
+            pytest.skip(f"no PgBouncer here ({exc}); .ci/run installs it")
+        yield port
+
+
+@dataclass(frozen=True)
+class Route:
+    """How the service's processes reach PostgreSQL: directly or through PgBouncer."""
+
+    url: str
+    pooled: bool
+
+    def settings(self, settings: Settings) -> Settings:
+        return settings.model_copy(
+            update={"database_url": self.url, "database_pooled": self.pooled}
+        )
+
+    def env(self) -> dict[str, str]:
+        return {"DATABASE_URL": self.url, "DATABASE_POOLED": "true" if self.pooled else "false"}
+
+
+@pytest.fixture(params=["direct", "pgbouncer"])
+def route(request: pytest.FixtureRequest, database_url: str) -> Route:
+    """Parametrises a PostgreSQL test over a direct connection and PgBouncer (transaction
+    mode, `DATABASE_POOLED=true`); the test's own observing sessions stay direct."""
+    if request.param == "direct":
+        return Route(database_url, pooled=False)
+    port: int = request.getfixturevalue("pgbouncer_port")
+    return Route(pooled_url(database_url, port), pooled=True)
+
+
 @dataclass
 class Admin:
     client: httpx.AsyncClient
@@ -176,7 +222,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=key)
 
 
-_DIALECT_ID = re.compile(r"\[(sqlite|postgresql)[-\]]")
+_DIALECT_ID = re.compile(r"[\[-](sqlite|postgresql)[-\]]")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -189,3 +235,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.write_line(
         "database tests: " + ", ".join(f"{name} {count} passed" for name, count in counts.items())
     )
+    pooled = sum(
+        1
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call" and "[pgbouncer-" in report.nodeid
+    )
+    terminalreporter.write_line(f"pgbouncer tests: {pooled} passed")

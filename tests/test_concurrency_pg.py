@@ -1,4 +1,8 @@
-"""The committing concurrency tier, on PostgreSQL: real worker processes, real races, kill -9."""
+"""The committing concurrency tier, on PostgreSQL: real worker processes, real races, kill -9.
+
+Each test runs twice (`route`): the service's processes connect directly, then through a
+PgBouncer in transaction mode with `DATABASE_POOLED=true`.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from cryptocheckout.payments.models import StatusChange
 from cryptocheckout.payments.state_machine import FULFIL_ORDER_JOB
 from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 from cryptocheckout.webhooks.processor import process_next
+from tests.conftest import Route
 from tests.support.ipn import ipn_payload, signed
 from tests.support.servers import serve_in_thread
 from tests.support.shop import Paying, paying_order
@@ -39,11 +44,11 @@ Sessions = async_sessionmaker[AsyncSession]
 
 @contextmanager
 def workers(
-    database_url: str, count: int, lease_seconds: float = 60.0
+    route: Route, count: int, lease_seconds: float = 60.0
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     env = {
         **os.environ,
-        "DATABASE_URL": database_url,
+        **route.env(),
         "CRYPTOCHECKOUT_MODE": "test",
         "NOWPAYMENTS_API_KEY": "k",
         "NOWPAYMENTS_IPN_SECRET": SECRET,
@@ -138,11 +143,12 @@ async def _is_fulfilled(sessionmaker: Sessions, paying: Paying) -> bool:
     return await _order_status(sessionmaker, paying) is OrderStatus.FULFILLED
 
 
+@pytest.mark.stores_notifications
 async def test_fifty_concurrent_deliveries_with_two_workers_pay_once(
-    settings: Settings, sessionmaker: Sessions, database_url: str
+    settings: Settings, sessionmaker: Sessions, route: Route
 ) -> None:
     paying = await paying_order(sessionmaker)
-    with serve_in_thread(create_app(settings)) as base, workers(database_url, 2):
+    with serve_in_thread(create_app(route.settings(settings))) as base, workers(route, 2):
         statuses = await _post_all(base, [_finished(paying)] * 50)
         assert statuses == [200] * 50
         await _assert_paid_once(sessionmaker, paying)
@@ -152,13 +158,14 @@ async def test_fifty_concurrent_deliveries_with_two_workers_pay_once(
     assert log.status is WebhookLogStatus.PROCESSED
 
 
+@pytest.mark.stores_notifications
 async def test_fifty_distinct_finished_notifications_race_on_two_workers(
-    settings: Settings, sessionmaker: Sessions, database_url: str
+    settings: Settings, sessionmaker: Sessions, route: Route
 ) -> None:
     paying = await paying_order(sessionmaker)
     # Distinct bodies (resent by hand, say): fifty log rows the two workers apply at once.
     requests = [_finished(paying, updated_at=i) for i in range(50)]
-    with serve_in_thread(create_app(settings)) as base, workers(database_url, 2):
+    with serve_in_thread(create_app(route.settings(settings))) as base, workers(route, 2):
         assert await _post_all(base, requests) == [200] * 50
         await _assert_paid_once(sessionmaker, paying)
 
@@ -175,7 +182,7 @@ async def test_fifty_distinct_finished_notifications_race_on_two_workers(
 
 
 async def test_job_of_a_killed_worker_runs_again_after_its_lease(
-    sessionmaker: Sessions, engine: Any, database_url: str, client: httpx.AsyncClient
+    sessionmaker: Sessions, engine: Any, route: Route, client: httpx.AsyncClient
 ) -> None:
     paying = await paying_order(sessionmaker, quantity=2, keys=4)
     body, headers = _finished(paying)
@@ -190,7 +197,7 @@ async def test_job_of_a_killed_worker_runs_again_after_its_lease(
         await blocker.execute(
             text("SELECT 1 FROM orders WHERE id = :id FOR UPDATE"), {"id": paying.order_id}
         )
-        with workers(database_url, 1, lease_seconds=2) as [doomed]:
+        with workers(route, 1, lease_seconds=2) as [doomed]:
 
             async def claimed() -> bool:
                 async with sessionmaker() as session:
@@ -208,7 +215,7 @@ async def test_job_of_a_killed_worker_runs_again_after_its_lease(
         job = (await session.execute(select(Job).where(Job.kind == FULFIL_ORDER_JOB))).scalar_one()
     assert job.status is JobStatus.RUNNING and job.attempts == 1  # held by a dead worker
 
-    with workers(database_url, 1, lease_seconds=2):
+    with workers(route, 1, lease_seconds=2):
         await _wait_for(lambda: _is_fulfilled(sessionmaker, paying))
     async with sessionmaker() as session:
         job = (await session.execute(select(Job).where(Job.kind == FULFIL_ORDER_JOB))).scalar_one()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +24,13 @@ def cmd_migrate(_args: argparse.Namespace) -> None:
     from cryptocheckout.kit.migrate import upgrade
 
     settings = settings_from_environment()
+    if settings.database_pooled:
+        # DDL and Alembic's session through a transaction pooler: not what a deploy should
+        # depend on (see the README's deployment section).
+        raise ConfigurationError(
+            "migrate needs a direct connection to PostgreSQL: run it with DATABASE_URL set to "
+            "the server itself (not PgBouncer) and DATABASE_POOLED=false"
+        )
     upgrade(
         settings.database_url,
         keys_encryption_key=settings.keys_encryption_key.get_secret_value() or None,
@@ -42,6 +50,23 @@ def cmd_rotate_keys(args: argparse.Namespace) -> None:
     print(f"{total} licence keys re-encrypted; every key is now under key {ring.current.key_id}")
 
 
+# `serve --workers N` starts N uvicorn worker processes; each builds its app with `serve_app`,
+# which learns from this variable whether to run a job worker beside the API.
+_SERVE_JOB_WORKER = "CRYPTOCHECKOUT_SERVE_JOB_WORKER"
+
+
+def serve_app() -> object:
+    """The app of one `serve --workers N` process (uvicorn's factory, run in each process):
+    its own engine, its own IPN group commit and, unless `--no-worker`, its own job worker."""
+    from cryptocheckout.app import create_app
+    from cryptocheckout.kit.serving import HeaderDeadlineProtocol
+
+    _configure_logging()  # a spawned process starts without the parent's logging set-up
+    settings = settings_from_environment()
+    HeaderDeadlineProtocol.header_timeout = settings.request_header_timeout_seconds
+    return create_app(settings, run_worker=os.environ.get(_SERVE_JOB_WORKER) == "1")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -58,6 +83,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if settings.metrics_token.get_secret_value():
         required.append("metrics_token")
     settings.require(*required)
+    if args.workers > 1:
+        # uvicorn's supervisor: N processes on one socket, each restarted if it dies. The
+        # processes are spawned, so the app and protocol are named, not passed.
+        os.environ[_SERVE_JOB_WORKER] = "0" if args.no_worker else "1"
+        config = server_config(
+            "cryptocheckout.cli:serve_app",
+            host=args.host,
+            port=args.port,
+            factory=True,
+            workers=args.workers,
+            http="cryptocheckout.kit.serving:HeaderDeadlineProtocol",
+        )
+        from uvicorn.supervisors.multiprocess import Multiprocess
+
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
     app = create_app(settings, run_worker=not args.no_worker)
     config = server_config(
         app,
@@ -66,6 +107,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
         header_timeout=settings.request_header_timeout_seconds,
     )
     uvicorn.Server(config).run()
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def cmd_worker(_args: argparse.Namespace) -> None:
@@ -115,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-worker", action="store_true", help="do not run a job worker here")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="API processes on the one port, each with its own IPN group commit and job worker",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     worker = commands.add_parser("worker", help="run a job worker (any number may run)")

@@ -11,6 +11,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,9 @@ class Settings(BaseSettings):
 
     mode: Mode = Field(default=Mode.PRODUCTION, validation_alias="CRYPTOCHECKOUT_MODE")
     database_url: str = DEFAULT_DATABASE_URL
+    # DATABASE_URL points at a transaction-pooling proxy (PgBouncer, pool_mode = transaction):
+    # no prepared statements kept across transactions, no startup parameters or session SETs.
+    database_pooled: bool = False
     nowpayments_api_key: SecretStr = SecretStr("")
     nowpayments_ipn_secret: SecretStr = SecretStr("")
     nowpayments_base: str = "https://api-sandbox.nowpayments.io"
@@ -135,12 +139,13 @@ class Settings(BaseSettings):
                 "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
 
-    def engine_options(self) -> dict[str, float]:
-        """The outage bounds for `kit.db.create_engine`."""
+    def engine_options(self) -> dict[str, Any]:
+        """The outage bounds and the pooler setting for `kit.db.create_engine`."""
         return {
             "connect_timeout": self.database_connect_timeout_seconds,
             "command_timeout": self.database_command_timeout_seconds,
             "pool_timeout": self.database_pool_timeout_seconds,
+            "pooled": self.database_pooled,
         }
 
 

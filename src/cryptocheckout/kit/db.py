@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import MetaData, event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -89,17 +91,93 @@ def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+# The engines made with `pooled=True`, so code holding an engine (the IPN writers) can ask.
+_POOLED_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def is_pooled(engine: AsyncEngine) -> bool:
+    """True for an engine made by `create_engine(..., pooled=True)` (`DATABASE_POOLED`)."""
+    return engine.sync_engine in _POOLED_ENGINES
+
+
+def unique_statement_name() -> str:
+    """A prepared statement's name no other statement on any server connection shares.
+
+    Behind a transaction-pooling proxy one client connection reaches different server
+    connections, so asyncpg's per-connection counter (`__asyncpg_stmt_1__`) collides with a
+    statement another client left there; SQLAlchemy's documentation for PgBouncer names them
+    from a uuid instead.
+    """
+    return f"__asyncpg_{uuid.uuid4()}__"
+
+
+def asyncpg_connect_kwargs(
+    url: str | URL,
+    *,
+    pooled: bool,
+    server_settings: dict[str, str] | None = None,
+    command_timeout: float | None = None,
+    connect_timeout: float | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for `asyncpg.connect` for code that keeps its own asyncpg connection
+    (the IPN writers), right for a direct connection and for a transaction-pooling proxy.
+
+    The address, credentials and ssl come from `asyncpg_connect_args` (the one translation
+    of the URL).
+
+    Direct (`pooled=False`): `server_settings` are sent as startup parameters, the statement
+    cache stays on.
+
+    Pooled (`pooled=True`, `DATABASE_POOLED`): no startup parameters (PgBouncer refuses
+    them: "unsupported startup parameter"), so `server_settings` are NOT sent: the caller
+    must set each of them with `SET LOCAL name = value` as the first statement inside every
+    transaction (`pooled_set_local` gives the statements). The statement cache is off
+    (`statement_cache_size=0`), which makes `conn.fetch(sql, ...)`/`conn.execute(...)` use
+    the unnamed statement; the caller must not call `conn.prepare()` for a statement that
+    outlives its transaction.
+    """
+    kwargs = asyncpg_connect_args(url)
+    if command_timeout is not None:  # client-side: fine through a pooler
+        kwargs["command_timeout"] = command_timeout
+    if connect_timeout is not None:
+        kwargs["timeout"] = connect_timeout
+    if pooled:
+        kwargs["statement_cache_size"] = 0
+    elif server_settings:
+        kwargs["server_settings"] = dict(server_settings)
+    return kwargs
+
+
+def pooled_set_local(server_settings: dict[str, str]) -> list[str]:
+    """`SET LOCAL` statements for settings that a pooled connection cannot take at start-up;
+    run them first inside each transaction (they end with it)."""
+    statements = []
+    for name, value in server_settings.items():
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"not a setting name: {name!r}")
+        quoted = str(value).replace("'", "''")
+        statements.append(f"SET LOCAL {name} = '{quoted}'")
+    return statements
+
+
 def create_engine(
     url: str,
     *,
     connect_timeout: float | None = None,
     command_timeout: float | None = None,
     pool_timeout: float | None = None,
+    pooled: bool = False,
     **kwargs: Any,
 ) -> AsyncEngine:
     """An engine for `url`. The timeouts bound how long a database that does not answer
     (refused, hung, pool exhausted) can hold a caller; the service's engines set all three
     (see `Settings.engine_options`), the tools' and tests' engines keep the drivers' defaults.
+
+    `pooled` (`DATABASE_POOLED`): `url` is a transaction-pooling proxy such as PgBouncer.
+    asyncpg then keeps no prepared statements across transactions (cache off, a unique name
+    for each statement SQLAlchemy prepares) and no startup parameters are sent. The engine
+    never sends session `SET`s or `LISTEN` either way; a statement that needs a server-side
+    timeout sets it with `SET LOCAL` inside its transaction.
     """
     target = async_url(url)
     # Statement parameters hold e-mails, order tokens and notification bodies: keep them
@@ -116,7 +194,18 @@ def create_engine(
             connect_args.setdefault("timeout", connect_timeout)
         if command_timeout is not None:  # asyncpg's client-side bound on every statement
             connect_args.setdefault("command_timeout", command_timeout)
-        return create_async_engine(target, connect_args=connect_args, **kwargs)
+        if pooled:
+            # SQLAlchemy's recipe for PgBouncer (dialect documentation, "Prepared Statement
+            # Name with PGBouncer"): no statement cache, and a fresh name for each statement.
+            connect_args.setdefault("prepared_statement_cache_size", 0)
+            connect_args.setdefault("prepared_statement_name_func", unique_statement_name)
+            connect_args.setdefault("statement_cache_size", 0)
+            if connect_args.get("server_settings"):
+                raise ValueError("a pooled engine cannot send startup parameters (server_settings)")
+        engine = create_async_engine(target, connect_args=connect_args, **kwargs)
+        if pooled:
+            _POOLED_ENGINES.add(engine.sync_engine)
+        return engine
 
     if target.database and target.database != ":memory:":
         Path(target.database).parent.mkdir(parents=True, exist_ok=True)

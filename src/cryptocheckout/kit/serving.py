@@ -162,7 +162,7 @@ def server_config(
     options: dict[str, Any] = {
         "host": host,
         "port": port,
-        "http": protocol,
+        "http": protocol,  # `serve --workers N` names HeaderDeadlineProtocol instead
         "server_header": False,
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
         "limit_concurrency": LIMIT_CONCURRENCY,

@@ -18,7 +18,7 @@ import asyncpg
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cryptocheckout.kit.db import asyncpg_connect_args
+from cryptocheckout.kit.db import asyncpg_connect_kwargs, is_pooled, pooled_set_local
 from cryptocheckout.webhooks.ingest.body import Incoming, Rejected
 from cryptocheckout.webhooks.ingest.rows import (
     LOG_TABLE,
@@ -69,18 +69,26 @@ def _payload_json(item: Incoming, exact: bool) -> str:
     return item.raw_body if exact else json.dumps(item.storable_payload(), allow_nan=False)
 
 
+# A redelivery of a row someone holds locked must not stall the whole batch: the batch fails
+# fast and its rows are stored one by one.
+_LOCK_TIMEOUT = {"lock_timeout": "1000"}
+
+
 class PostgresWriter:
     def __init__(self, engine: AsyncEngine, *, timeout: float) -> None:
-        self._connect_args: dict[str, Any] = {
-            # The address, credentials and ssl setting of the engine's URL, nothing else:
-            # SQLAlchemy's own URL options would reach PostgreSQL as unknown settings.
-            **asyncpg_connect_args(engine.url),
-            # A redelivery of a row someone holds locked must not stall the whole batch:
-            # the batch fails fast and its rows are stored one by one.
-            "server_settings": {"lock_timeout": "1000"},
-            "command_timeout": timeout,
-            "timeout": timeout,
-        }
+        pooled = is_pooled(engine)
+        # The address, credentials and ssl setting of the engine's URL, nothing else:
+        # SQLAlchemy's own URL options would reach PostgreSQL as unknown settings.
+        self._connect_args: dict[str, Any] = asyncpg_connect_kwargs(
+            engine.url,
+            pooled=pooled,
+            server_settings=_LOCK_TIMEOUT,
+            command_timeout=timeout,
+            connect_timeout=timeout,
+        )
+        # Behind a transaction pooler (DATABASE_POOLED) no startup parameter reaches the
+        # server: each write is a transaction that sets the lock timeout first.
+        self._set_local = pooled_set_local(_LOCK_TIMEOUT) if pooled else []
         self._conn: asyncpg.Connection | None = None
         self._prune = PruneSchedule()
 
@@ -108,6 +116,21 @@ class PostgresWriter:
         self, items: Sequence[tuple[Incoming, int]], rejected: Sequence[Rejected], *, exact: bool
     ) -> set[str]:
         conn = await self._connection()
+        if self._set_local:
+            async with conn.transaction():
+                for statement in self._set_local:
+                    await conn.execute(statement)
+                return await self._statements(conn, items, rejected, exact=exact)
+        return await self._statements(conn, items, rejected, exact=exact)
+
+    async def _statements(
+        self,
+        conn: asyncpg.Connection,
+        items: Sequence[tuple[Incoming, int]],
+        rejected: Sequence[Rejected],
+        *,
+        exact: bool,
+    ) -> set[str]:
         created: set[str] = set()
         if items:
             rows = [
@@ -123,8 +146,9 @@ class PostgresWriter:
                 for item, count in items
             ]
             columns = tuple(rows[0])
-            # One statement outside a transaction block is its own transaction: it returns
-            # once committed, in one round trip instead of BEGIN, INSERT, COMMIT.
+            # Directly connected, one statement outside a transaction block is its own
+            # transaction: it returns once committed, in one round trip instead of BEGIN,
+            # INSERT, COMMIT. (Pooled, `_write` wraps it in a transaction with SET LOCAL.)
             returned = await conn.fetch(
                 _upsert_sql(columns), *([row[c] for row in rows] for c in columns)
             )
