@@ -245,3 +245,14 @@ async def test_payment_detail_lists_poll_jobs_of_its_payments(
         await session.commit()
     detail = (await client.get(f"/api/admin/payments/{paying.payment_id}", headers=ADMIN)).json()
     assert [(j["kind"], j["status"]) for j in detail["jobs"]] == [(POLL_PAYMENT_JOB, "queued")]
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/admin/payments", "/api/admin/jobs", "/api/admin/webhook-endpoints"]
+)
+async def test_a_cursor_no_list_gave_is_422_naming_the_query_parameter(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    answer = await client.get(path, params={"cursor": "garbage!"}, headers=ADMIN)
+    assert answer.status_code == 422
+    assert answer.json()["errors"][0]["loc"] == ["query", "cursor"]

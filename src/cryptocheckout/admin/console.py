@@ -389,7 +389,7 @@ async def _list_page(
     else:
         try:
             rows, next_cursor = await lister(cursor)
-        except Problem:  # a cursor this console did not give
+        except DomainError:  # a cursor this console did not give
             filters.errors["cursor"] = "not a page of this list"
             status_code = 422
     return render(

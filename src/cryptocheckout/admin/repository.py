@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from cryptocheckout.admin.models import AdminAction, AdminSession
-from cryptocheckout.admin.pagination import page, split
 from cryptocheckout.catalogue.models import Product
 from cryptocheckout.kit.jobs_models import Job, JobStatus
+from cryptocheckout.kit.pagination import page, split
 from cryptocheckout.orders.models import Order, OrderStatus
 from cryptocheckout.payments.models import Payment, PaymentStatus, StatusChange
 from cryptocheckout.payments.state_machine import FULFIL_ORDER_JOB

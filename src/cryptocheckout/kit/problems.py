@@ -78,10 +78,22 @@ DOMAIN_STATUS: dict[str, int] = {
 }
 
 
+# Where a field can come from besides the body; a path already naming one keeps it.
+REQUEST_PARTS = frozenset({"query", "path", "header"})
+
+
 def domain_problem(error: DomainError, *, location: str = "body") -> Problem:
-    """The problem+json form of a domain error; field paths gain the request part (`body`)."""
+    """The problem+json form of a domain error; field paths gain the request part (`body`)
+    unless they name one (`("query", "cursor")`)."""
     errors = [
-        field_error([location, *issue.loc], issue.message, issue.code) for issue in error.fields
+        field_error(
+            list(issue.loc)
+            if issue.loc[:1] and issue.loc[0] in REQUEST_PARTS
+            else [location, *issue.loc],
+            issue.message,
+            issue.code,
+        )
+        for issue in error.fields
     ]
     extra: dict[str, Any] = {}
     if isinstance(error, ProviderRefused):

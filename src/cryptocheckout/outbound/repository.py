@@ -10,8 +10,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.kit.jobs_models import Job
+from cryptocheckout.kit.pagination import page, split
 from cryptocheckout.outbound.models import WebhookDelivery, WebhookEndpoint
-from cryptocheckout.outbound.pagination import page, split
 
 
 async def enabled_endpoints(session: AsyncSession) -> list[WebhookEndpoint]:

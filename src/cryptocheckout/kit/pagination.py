@@ -1,4 +1,7 @@
-"""Keyset pagination for the admin lists: newest first, stable under inserts."""
+"""Keyset pages, newest first and stable under inserts, for every list of the admin API.
+
+A bad cursor is a domain error, so the repositories that page stay free of HTTP.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Select, or_
 
-from cryptocheckout.kit.problems import field_error, validation_problem
+from cryptocheckout.kit.errors import FieldIssue, Invalid
 
 
 def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
@@ -26,14 +29,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             raise ValueError("naive")
         return moment, uuid.UUID(row_id)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise validation_problem(
+        raise Invalid(
             "The cursor is not valid.",
-            [field_error(["query", "cursor"], "not a cursor this API gave")],
+            [FieldIssue(("query", "cursor"), "not a cursor this API gave")],
         ) from exc
 
 
 def page(query: Select[Any], model: Any, limit: int, cursor: str | None) -> Select[Any]:
-    """Newest first; with a cursor, the rows strictly after the one it names."""
     if cursor:
         created_at, row_id = decode_cursor(cursor)
         query = query.where(
@@ -46,7 +48,6 @@ def page(query: Select[Any], model: Any, limit: int, cursor: str | None) -> Sele
 
 
 def split(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
-    """The page and the cursor of the next one (None on the last page)."""
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
