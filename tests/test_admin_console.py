@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -23,6 +24,8 @@ from cryptocheckout.kit import jobs
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.jobs_models import Job, JobStatus
 from cryptocheckout.orders.models import Order
+from cryptocheckout.outbound import service as outbound
+from cryptocheckout.outbound.models import WebhookDelivery, WebhookEndpoint
 from cryptocheckout.webhooks.models import WebhookLog
 from tests.conftest import ADMIN_TOKEN, Admin
 from tests.test_admin_orders_api import drain, notify, underpaid_order
@@ -507,3 +510,106 @@ async def test_resend_email_through_the_api_is_one_event_per_request(
         f"/api/admin/orders/{underpaid.order_id}/resend-email", headers=headers
     )
     assert refused.status_code == 409
+
+
+async def _endpoint_with_attempts(sessionmaker: Sessions, order_id: Any) -> tuple[Any, Any, Any]:
+    """An endpoint that failed once and a disabled one, each with one logged attempt."""
+    async with sessionmaker() as session:
+        failing = WebhookEndpoint(
+            url="https://erp.example/hooks",
+            events=["order.paid"],
+            description="the ERP",
+            secret="whsec_c2VjcmV0",
+            failing_since=utcnow() - timedelta(hours=2),
+        )
+        disabled = WebhookEndpoint(
+            url="https://old.example/hooks",
+            enabled=False,
+            disabled_reason="disabled after failing without a success since 2026-01-01",
+            secret="whsec_b2xk",
+        )
+        session.add_all([failing, disabled])
+        await session.flush()
+        event_id = uuid.uuid4()
+        attempt = WebhookDelivery(
+            endpoint_id=failing.id,
+            event_id=event_id,
+            event_type="order.paid",
+            webhook_id=outbound.webhook_id(event_id),
+            status_code=500,
+            error="answered 500",
+        )
+        old = WebhookDelivery(
+            endpoint_id=disabled.id,
+            event_id=event_id,
+            event_type="order.paid",
+            webhook_id=outbound.webhook_id(event_id),
+            error="connection refused",
+        )
+        session.add_all([attempt, old])
+        await jobs.enqueue(
+            session,
+            outbound.WEBHOOK_DELIVERY_JOB,
+            {"event_id": str(event_id), "order_id": str(order_id), "endpoint_id": str(failing.id)},
+            subject_id=order_id,
+            dedupe_key=outbound.delivery_key(event_id, failing.id),
+        )
+        await session.commit()
+        return failing, attempt, (disabled, old)
+
+
+async def test_webhooks_page_shows_endpoints_and_attempts_and_redelivers(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    paying = await underpaid_order(client, sessionmaker)
+    csrf = await sign_in(client)
+    empty = await client.get("/admin/webhooks")
+    assert empty.status_code == 200 and "No webhook endpoints are configured" in empty.text
+
+    failing, attempt, (disabled, old) = await _endpoint_with_attempts(sessionmaker, paying.order_id)
+    page = await client.get("/admin/webhooks")
+    assert page.status_code == 200
+    text = page.text
+    assert "https://erp.example/hooks" in text and "https://old.example/hooks" in text
+    assert "order.paid" in text and "every event" in text and "the ERP" in text
+    assert 'data-endpoint-enabled="true"' in text and 'data-endpoint-enabled="false"' in text
+    assert "disabled after failing without a success since 2026-01-01" in text
+    assert failing.failing_since.strftime("%Y-%m-%d %H:%M") in text
+    assert f'data-delivery-id="{attempt.id}"' in text and attempt.webhook_id in text
+    assert ">500</td>" in text and "answered 500" in text and "no answer" in text
+    assert "connection refused" in text and ">Redeliver</button>" in text
+    assert "whsec_" not in text  # secrets are never listed
+    redeliver = f"/admin/webhooks/{failing.id}/deliveries/{attempt.id}/redeliver"
+    assert f'action="{redeliver}"' in text
+
+    forged = await client.post(redeliver, data={"csrf_token": "forged"})
+    assert forged.status_code == 403
+    done = await client.post(redeliver, data={"csrf_token": csrf})
+    assert done.status_code == 303 and done.headers["location"] == "/admin/webhooks"
+    async with sessionmaker() as session:
+        queued = (
+            (await session.execute(select(Job).where(Job.kind == outbound.WEBHOOK_DELIVERY_JOB)))
+            .scalars()
+            .all()
+        )
+        action = (await session.execute(select(AdminAction))).scalar_one()
+    assert len(queued) == 2 and all(
+        job.payload["event_id"] == str(attempt.event_id) for job in queued
+    )
+    assert (action.action, action.subject, action.subject_id) == (
+        "redeliver_webhook",
+        "webhook_endpoint",
+        failing.id,
+    )
+    assert action.actor.startswith("session ") and attempt.webhook_id in (action.outcome or "")
+
+    refused = await client.post(
+        f"/admin/webhooks/{disabled.id}/deliveries/{old.id}/redeliver", data={"csrf_token": csrf}
+    )
+    assert refused.status_code == 409 and "endpoint is disabled" in refused.text
+    missing = await client.post(
+        f"/admin/webhooks/{failing.id}/deliveries/{old.id}/redeliver", data={"csrf_token": csrf}
+    )
+    assert missing.status_code == 404
+    async with sessionmaker() as session:
+        assert (await session.execute(select(func.count(AdminAction.id)))).scalar_one() == 1

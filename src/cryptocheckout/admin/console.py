@@ -52,6 +52,7 @@ from cryptocheckout.kit.money import format_money
 from cryptocheckout.kit.problems import Problem
 from cryptocheckout.kit.security import tokens_match
 from cryptocheckout.orders.models import Order, OrderStatus
+from cryptocheckout.outbound import repository as outbound_repository
 from cryptocheckout.payments.models import Payment, PaymentStatus
 from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 
@@ -59,6 +60,7 @@ HERE = Path(__file__).parent
 E = TypeVar("E", bound=StrEnum)
 STYLESHEET = (HERE / "static" / "console.css").read_bytes()
 PAGE_SIZE = 50
+RECENT_DELIVERIES = 10  # attempts shown per webhook endpoint
 MAX_FILTER = 320
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -520,9 +522,57 @@ async def orders_page(request: Request, staff: StaffDep, sessionmaker: SessionMa
     )
 
 
+async def _webhooks_page(
+    sessionmaker: SessionMaker, staff: Staff, *, status_code: int = 200, error: str | None = None
+) -> Response:
+    async with read_only(sessionmaker) as session:
+        endpoints, more = await outbound_repository.list_endpoints(
+            session, limit=PAGE_SIZE, cursor=None
+        )
+        deliveries = {
+            endpoint.id: (
+                await outbound_repository.list_deliveries(
+                    session, endpoint.id, limit=RECENT_DELIVERIES, cursor=None
+                )
+            )[0]
+            for endpoint in endpoints
+        }
+    return render(
+        "webhooks.html",
+        staff=staff,
+        section="Webhooks",
+        status_code=status_code,
+        endpoints=endpoints,
+        more_endpoints=more is not None,
+        deliveries=deliveries,
+        error=error,
+    )
+
+
 @router.get("/webhooks")
-async def webhooks(staff: StaffDep) -> Response:
-    return render("webhooks.html", staff=staff, section="Webhooks")
+async def webhooks(staff: StaffDep, sessionmaker: SessionMaker) -> Response:
+    return await _webhooks_page(sessionmaker, staff)
+
+
+@router.post("/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver")
+async def redeliver_webhook(
+    endpoint_id: str,
+    delivery_id: str,
+    staff: StaffDep,
+    _form: FormDep,
+    sessionmaker: SessionMaker,
+) -> Response:
+    endpoint, delivery = parse_uuid(endpoint_id), parse_uuid(delivery_id)
+    if endpoint is None or delivery is None:
+        return _not_found(staff, "delivery")
+    try:
+        async with unit_of_work(sessionmaker) as session:
+            await service.redeliver_webhook(session, endpoint, delivery, actor=staff.label)
+    except DomainError as error:
+        if error.kind == "not_found":
+            return _not_found(staff, "delivery")
+        return await _webhooks_page(sessionmaker, staff, status_code=409, error=error.detail)
+    return _see("/admin/webhooks")
 
 
 # -- a payment, an order: amounts and one timeline --------------------------------------------
