@@ -28,6 +28,7 @@ from cryptocheckout.outbound import service as outbound
 from cryptocheckout.outbound.models import WebhookDelivery, WebhookEndpoint
 from cryptocheckout.webhooks.models import WebhookLog
 from tests.conftest import ADMIN_TOKEN, Admin
+from tests.support.shop import paying_order
 from tests.test_admin_orders_api import drain, notify, underpaid_order
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -378,7 +379,6 @@ async def test_products_are_created_edited_and_stocked_from_the_console(
 
 
 async def test_lists_filter_and_page(client: httpx.AsyncClient, sessionmaker: Sessions) -> None:
-    from tests.support.shop import paying_order
 
     payings = [await paying_order(sessionmaker, external_id=str(900 + i)) for i in range(3)]
     await notify(client, payings[0], "partially_paid", "0.0001")
@@ -451,7 +451,6 @@ def test_the_sign_in_throttle_keeps_a_bounded_memory(monkeypatch: pytest.MonkeyP
 
 
 async def _fulfilled(client: httpx.AsyncClient, sessionmaker: Sessions) -> Any:
-    from tests.support.shop import paying_order
 
     paying = await paying_order(sessionmaker, external_id="7001")
     await notify(client, paying, "finished", str(paying.pay_amount))
@@ -614,3 +613,58 @@ async def test_webhooks_page_shows_endpoints_and_attempts_and_redelivers(
     assert missing.status_code == 404
     async with sessionmaker() as session:
         assert (await session.execute(select(func.count(AdminAction.id)))).scalar_one() == 1
+
+
+async def test_home_lists_underpaid_orders_with_what_is_missing(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    await sign_in(client)
+    assert "Underpaid orders" not in (await client.get("/admin")).text
+    paying = await underpaid_order(client, sessionmaker)  # 0.0003 of 0.00045 for 12.50 USD
+    home = (await client.get("/admin")).text
+    assert "Underpaid orders" in home and "no order is underpaid" not in home
+    row = home[home.index(f'data-underpaid-order="{paying.order_id}"') :]
+    row = row[: row.index("</tr>")]
+    assert f'href="/admin/orders/{paying.order_id}"' in row
+    assert 'data-amount-missing="4.16666667"' in row  # exact: 12.50 - 8.33333333
+    assert ">4.17 USD</td>" in row and ">12.50 USD</td>" in row
+
+    newer = await paying_order(sessionmaker, external_id="5077125099")
+    await notify(client, newer, "partially_paid", "0.0001")
+    await drain(sessionmaker)
+    home = (await client.get("/admin")).text
+    assert home.index(str(newer.order_id)) < home.index(str(paying.order_id))  # newest first
+    assert ">9.72 USD</td>" in home  # 12.50 - 2.77777778
+
+    async with sessionmaker() as session:
+        await session.execute(
+            update(Order).where(Order.id == paying.order_id).values(status="fulfilled")
+        )
+        await session.commit()
+    home = (await client.get("/admin")).text
+    assert str(paying.order_id) not in home and str(newer.order_id) in home
+
+
+async def test_order_currency_amounts_show_to_the_cent(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    paying = await underpaid_order(client, sessionmaker)  # credited 8.33333333 of 12.50
+    await sign_in(client)
+    for page in (f"/admin/payments/{paying.payment_id}", f"/admin/orders/{paying.order_id}"):
+        text = (await client.get(page)).text
+        assert "= 8.33 USD" in text and ">4.17 USD</dd>" in text, page
+        # (the timeline's audit notes keep their exact figures)
+        assert "= 8.33333333 USD" not in text and ">4.16666667 USD" not in text
+        assert 'data-amount-missing="4.16666667"' in text  # the exact value stays for machines
+        assert "0.0003 " in text  # coins are shown exactly as they came
+    async with sessionmaker() as session:
+        await session.execute(
+            update(Order).where(Order.id == paying.order_id).values(total=Decimal("17.249675"))
+        )
+        await session.commit()
+        stored = await session.get(Order, paying.order_id)
+        assert stored is not None and stored.total == Decimal("17.249675")
+    order = (await client.get(f"/admin/orders/{paying.order_id}")).text
+    assert "17.25 USD" in order and "17.249675" not in order
+    listed = (await client.get("/admin/orders")).text
+    assert "17.25 USD" in listed and "17.249675" not in listed

@@ -34,6 +34,7 @@ from cryptocheckout.admin.views import (
     RejectedSummary,
     amounts_of,
     can_mark_paid,
+    fiat,
     likely_cause,
     parse_uuid,
     pretty_json,
@@ -54,6 +55,7 @@ from cryptocheckout.kit.security import tokens_match
 from cryptocheckout.orders.models import Order, OrderStatus
 from cryptocheckout.outbound import repository as outbound_repository
 from cryptocheckout.payments.models import Payment, PaymentStatus
+from cryptocheckout.payments.queries import balance_of
 from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 
 HERE = Path(__file__).parent
@@ -109,6 +111,7 @@ _templates = jinja2.Environment(
 )
 _templates.filters["when"] = _when
 _templates.filters["money"] = _money
+_templates.filters["fiat"] = fiat
 _templates.filters["pretty_json"] = pretty_json
 
 
@@ -308,6 +311,8 @@ async def logout(request: Request, sessionmaker: SessionMaker, _form: FormDep) -
 async def home(staff: StaffDep, sessionmaker: SessionMaker) -> Response:
     async with read_only(sessionmaker) as session:
         flagged = await repository.flagged_payments(session)
+        underpaid_orders, underpaid_count = await repository.underpaid_orders(session)
+        underpaid = [(order, await balance_of(session, order)) for order in underpaid_orders]
         dead, dead_count = await repository.dead_jobs(session)
         failed, failed_count = await repository.failed_notifications(session)
         waiting = await repository.paid_waiting_for_keys(session)
@@ -320,13 +325,15 @@ async def home(staff: StaffDep, sessionmaker: SessionMaker) -> Response:
         "home.html",
         staff=staff,
         flagged=flagged,
+        underpaid=underpaid,
+        underpaid_count=underpaid_count,
         dead=dead,
         dead_count=dead_count,
         failed=failed,
         failed_count=failed_count,
         waiting=waiting,
         rejected=summaries,
-        quiet=not (flagged or dead or failed or waiting or summaries),
+        quiet=not (flagged or underpaid or dead or failed or waiting or summaries),
     )
 
 
