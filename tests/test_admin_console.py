@@ -668,3 +668,57 @@ async def test_order_currency_amounts_show_to_the_cent(
     assert "17.25 USD" in order and "17.249675" not in order
     listed = (await client.get("/admin/orders")).text
     assert "17.25 USD" in listed and "17.249675" not in listed
+
+
+async def test_a_webhook_endpoint_is_created_from_the_console_and_its_secret_shown_once(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    csrf = await sign_in(client)
+    page = (await client.get("/admin/webhooks")).text
+    assert 'for="new-url">URL</label>' in page and ">Create endpoint</button>" in page
+    assert 'value="order.paid"' in page and 'value="order.refunded"' in page
+
+    refused = await client.post(
+        "/admin/webhooks",
+        data={"csrf_token": csrf, "url": "ftp://erp.example/x", "description": "kept"},
+    )
+    assert refused.status_code == 422 and 'id="url-error"' in refused.text
+    assert 'value="kept"' in refused.text
+    bad_event = await client.post(
+        "/admin/webhooks",
+        data={"csrf_token": csrf, "url": "https://erp.example/x", "events": "order.nothing"},
+    )
+    assert bad_event.status_code == 422 and 'id="events-error"' in bad_event.text
+    forged = await client.post(
+        "/admin/webhooks", data={"csrf_token": "forged", "url": "https://erp.example/x"}
+    )
+    assert forged.status_code == 403
+    async with sessionmaker() as session:
+        assert (await session.execute(select(func.count(WebhookEndpoint.id)))).scalar_one() == 0
+
+    created = await client.post(
+        "/admin/webhooks",
+        data={
+            "csrf_token": csrf,
+            "url": "https://93.184.216.34/hooks",  # a public address: no DNS needed
+            "events": ["order.paid", "order.fulfilled"],
+            "description": "ERP",
+        },
+    )
+    assert created.status_code == 201, created.text
+    async with sessionmaker() as session:
+        endpoint = (await session.execute(select(WebhookEndpoint))).scalar_one()
+        action = (await session.execute(select(AdminAction))).scalar_one()
+    assert endpoint.events == ["order.fulfilled", "order.paid"] and endpoint.description == "ERP"
+    assert f"data-endpoint-secret>{endpoint.secret}</code>" in created.text
+    assert created.headers["cache-control"] == "no-store"
+    assert (action.action, action.subject_id) == ("create_webhook", endpoint.id)
+    outcome = action.outcome or ""
+    assert endpoint.secret not in outcome and "93.184" not in outcome
+    again = (await client.get("/admin/webhooks")).text
+    assert "https://93.184.216.34/hooks" in again and endpoint.secret not in again
+
+    private = await client.post(
+        "/admin/webhooks", data={"csrf_token": csrf, "url": "http://127.0.0.1:8999/hooks"}
+    )
+    assert private.status_code == 422 and "non-public address" in private.text

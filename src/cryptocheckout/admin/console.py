@@ -54,6 +54,8 @@ from cryptocheckout.kit.problems import Problem
 from cryptocheckout.kit.security import tokens_match
 from cryptocheckout.orders.models import Order, OrderStatus
 from cryptocheckout.outbound import repository as outbound_repository
+from cryptocheckout.outbound.schemas import EndpointCreate
+from cryptocheckout.payments.events import OrderEventType
 from cryptocheckout.payments.models import Payment, PaymentStatus
 from cryptocheckout.payments.queries import balance_of
 from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
@@ -530,7 +532,12 @@ async def orders_page(request: Request, staff: StaffDep, sessionmaker: SessionMa
 
 
 async def _webhooks_page(
-    sessionmaker: SessionMaker, staff: Staff, *, status_code: int = 200, error: str | None = None
+    sessionmaker: SessionMaker,
+    staff: Staff,
+    *,
+    status_code: int = 200,
+    error: str | None = None,
+    **context: Any,
 ) -> Response:
     async with read_only(sessionmaker) as session:
         endpoints, more = await outbound_repository.list_endpoints(
@@ -553,12 +560,45 @@ async def _webhooks_page(
         more_endpoints=more is not None,
         deliveries=deliveries,
         error=error,
+        event_types=[event.value for event in OrderEventType],
+        **{"values": {}, "errors": {}, "created": None, **context},
     )
 
 
 @router.get("/webhooks")
 async def webhooks(staff: StaffDep, sessionmaker: SessionMaker) -> Response:
     return await _webhooks_page(sessionmaker, staff)
+
+
+@router.post("/webhooks")
+async def create_webhook(
+    staff: StaffDep, form: FormDep, sessionmaker: SessionMaker, settings: AppSettings
+) -> Response:
+    values = {name: _text(form, name).strip() for name in ("url", "description")}
+    events = [value for value in form.getlist("events") if isinstance(value, str)]
+    try:
+        data = EndpointCreate.model_validate(
+            {
+                "url": values["url"],
+                "events": events or None,
+                "description": values["description"] or None,
+            }
+        )
+        async with unit_of_work(sessionmaker) as session:
+            endpoint = await service.create_webhook_endpoint(
+                session, data, allow_private=settings.webhooks_allow_private, actor=staff.label
+            )
+            created = {"id": endpoint.id, "url": endpoint.url, "secret": endpoint.secret}
+    except (ValidationError, DomainError) as error:
+        return await _webhooks_page(
+            sessionmaker,
+            staff,
+            status_code=422,
+            values={**values, "events": events},
+            errors=_field_errors(error),
+        )
+    # The secret is shown on this answer only (no-store): never again, and never listed.
+    return await _webhooks_page(sessionmaker, staff, status_code=201, created=created)
 
 
 @router.post("/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver")
