@@ -531,3 +531,12 @@ async def test_webhooks_page_lists_endpoints_and_redelivers(shop: Shop, staff: S
     )
     await page.wait_for_url(f"{shop.url}/admin/webhooks")
     assert [a for a, _, _ in await actions(shop)][-1] == "redeliver_webhook"
+
+    await page.get_by_label("URL").fill("https://93.184.216.34/hooks")
+    await page.get_by_label("order.refunded").check()
+    await page.get_by_label("Description").fill("Refunds to accounting")
+    await page.get_by_role("button", name="Create endpoint").click()
+    await expect(page.get_by_role("heading", name="Endpoint created")).to_be_visible()
+    await expect(page.locator("[data-endpoint-secret]")).to_contain_text("whsec_")
+    await check_page(page, "webhooks-created")
+    assert [a for a, _, _ in await actions(shop)][-1] == "create_webhook"
