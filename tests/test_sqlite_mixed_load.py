@@ -75,7 +75,12 @@ async def test_mixed_notifications_and_orders_get_no_503(
             product_id = product.json()["id"]
             keys = await client.post(
                 f"/api/admin/products/{product_id}/keys",
-                json={"keys": [f"MIX-KEY-{i}" for i in range(5)]},
+                # one per order: checkout holds a key for each
+                json={
+                    "keys": [
+                        f"MIX-KEY-{i}" for i in range(ORDER_CONNECTIONS * ORDERS_PER_CONNECTION)
+                    ]
+                },
                 headers=admin,
             )
             assert keys.status_code == 201
