@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -23,8 +24,11 @@ from cryptocheckout.kit import jobs
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.jobs_models import Job, JobStatus
 from cryptocheckout.orders.models import Order
+from cryptocheckout.outbound import service as outbound
+from cryptocheckout.outbound.models import WebhookDelivery, WebhookEndpoint
 from cryptocheckout.webhooks.models import WebhookLog
 from tests.conftest import ADMIN_TOKEN, Admin
+from tests.support.shop import paying_order
 from tests.test_admin_orders_api import drain, notify, underpaid_order
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -375,7 +379,6 @@ async def test_products_are_created_edited_and_stocked_from_the_console(
 
 
 async def test_lists_filter_and_page(client: httpx.AsyncClient, sessionmaker: Sessions) -> None:
-    from tests.support.shop import paying_order
 
     payings = [await paying_order(sessionmaker, external_id=str(900 + i)) for i in range(3)]
     await notify(client, payings[0], "partially_paid", "0.0001")
@@ -448,7 +451,6 @@ def test_the_sign_in_throttle_keeps_a_bounded_memory(monkeypatch: pytest.MonkeyP
 
 
 async def _fulfilled(client: httpx.AsyncClient, sessionmaker: Sessions) -> Any:
-    from tests.support.shop import paying_order
 
     paying = await paying_order(sessionmaker, external_id="7001")
     await notify(client, paying, "finished", str(paying.pay_amount))
@@ -507,3 +509,216 @@ async def test_resend_email_through_the_api_is_one_event_per_request(
         f"/api/admin/orders/{underpaid.order_id}/resend-email", headers=headers
     )
     assert refused.status_code == 409
+
+
+async def _endpoint_with_attempts(sessionmaker: Sessions, order_id: Any) -> tuple[Any, Any, Any]:
+    """An endpoint that failed once and a disabled one, each with one logged attempt."""
+    async with sessionmaker() as session:
+        failing = WebhookEndpoint(
+            url="https://erp.example/hooks",
+            events=["order.paid"],
+            description="the ERP",
+            secret="whsec_c2VjcmV0",
+            failing_since=utcnow() - timedelta(hours=2),
+        )
+        disabled = WebhookEndpoint(
+            url="https://old.example/hooks",
+            enabled=False,
+            disabled_reason="disabled after failing without a success since 2026-01-01",
+            secret="whsec_b2xk",
+        )
+        session.add_all([failing, disabled])
+        await session.flush()
+        event_id = uuid.uuid4()
+        attempt = WebhookDelivery(
+            endpoint_id=failing.id,
+            event_id=event_id,
+            event_type="order.paid",
+            webhook_id=outbound.webhook_id(event_id),
+            status_code=500,
+            error="answered 500",
+        )
+        old = WebhookDelivery(
+            endpoint_id=disabled.id,
+            event_id=event_id,
+            event_type="order.paid",
+            webhook_id=outbound.webhook_id(event_id),
+            error="connection refused",
+        )
+        session.add_all([attempt, old])
+        await jobs.enqueue(
+            session,
+            outbound.WEBHOOK_DELIVERY_JOB,
+            {"event_id": str(event_id), "order_id": str(order_id), "endpoint_id": str(failing.id)},
+            subject_id=order_id,
+            dedupe_key=outbound.delivery_key(event_id, failing.id),
+        )
+        await session.commit()
+        return failing, attempt, (disabled, old)
+
+
+async def test_webhooks_page_shows_endpoints_and_attempts_and_redelivers(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    paying = await underpaid_order(client, sessionmaker)
+    csrf = await sign_in(client)
+    empty = await client.get("/admin/webhooks")
+    assert empty.status_code == 200 and "No webhook endpoints are configured" in empty.text
+
+    failing, attempt, (disabled, old) = await _endpoint_with_attempts(sessionmaker, paying.order_id)
+    page = await client.get("/admin/webhooks")
+    assert page.status_code == 200
+    text = page.text
+    assert "https://erp.example/hooks" in text and "https://old.example/hooks" in text
+    assert "order.paid" in text and "every event" in text and "the ERP" in text
+    assert 'data-endpoint-enabled="true"' in text and 'data-endpoint-enabled="false"' in text
+    assert "disabled after failing without a success since 2026-01-01" in text
+    assert failing.failing_since.strftime("%Y-%m-%d %H:%M") in text
+    assert f'data-delivery-id="{attempt.id}"' in text and attempt.webhook_id in text
+    assert ">500</td>" in text and "answered 500" in text and "no answer" in text
+    assert "connection refused" in text and text.count(">Redeliver</button>") == 1
+    assert "enable the endpoint to redeliver" in text
+    assert "whsec_" not in text  # secrets are never listed
+    redeliver = f"/admin/webhooks/{failing.id}/deliveries/{attempt.id}/redeliver"
+    assert f'action="{redeliver}"' in text
+
+    forged = await client.post(redeliver, data={"csrf_token": "forged"})
+    assert forged.status_code == 403
+    done = await client.post(redeliver, data={"csrf_token": csrf})
+    assert done.status_code == 303 and done.headers["location"] == "/admin/webhooks"
+    async with sessionmaker() as session:
+        queued = (
+            (await session.execute(select(Job).where(Job.kind == outbound.WEBHOOK_DELIVERY_JOB)))
+            .scalars()
+            .all()
+        )
+        action = (await session.execute(select(AdminAction))).scalar_one()
+    assert len(queued) == 2 and all(
+        job.payload["event_id"] == str(attempt.event_id) for job in queued
+    )
+    assert (action.action, action.subject, action.subject_id) == (
+        "redeliver_webhook",
+        "webhook_endpoint",
+        failing.id,
+    )
+    assert action.actor.startswith("session ") and attempt.webhook_id in (action.outcome or "")
+
+    refused = await client.post(
+        f"/admin/webhooks/{disabled.id}/deliveries/{old.id}/redeliver", data={"csrf_token": csrf}
+    )
+    assert refused.status_code == 409 and "endpoint is disabled" in refused.text
+    missing = await client.post(
+        f"/admin/webhooks/{failing.id}/deliveries/{old.id}/redeliver", data={"csrf_token": csrf}
+    )
+    assert missing.status_code == 404
+    async with sessionmaker() as session:
+        assert (await session.execute(select(func.count(AdminAction.id)))).scalar_one() == 1
+
+
+async def test_home_lists_underpaid_orders_with_what_is_missing(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    await sign_in(client)
+    assert "Underpaid orders" not in (await client.get("/admin")).text
+    paying = await underpaid_order(client, sessionmaker)  # 0.0003 of 0.00045 for 12.50 USD
+    home = (await client.get("/admin")).text
+    assert "Underpaid orders" in home and "no order is underpaid" not in home
+    row = home[home.index(f'data-underpaid-order="{paying.order_id}"') :]
+    row = row[: row.index("</tr>")]
+    assert f'href="/admin/orders/{paying.order_id}"' in row
+    assert 'data-amount-missing="4.16666667"' in row  # exact: 12.50 - 8.33333333
+    assert ">4.17 USD</td>" in row and ">12.50 USD</td>" in row
+
+    newer = await paying_order(sessionmaker, external_id="5077125099")
+    await notify(client, newer, "partially_paid", "0.0001")
+    await drain(sessionmaker)
+    home = (await client.get("/admin")).text
+    assert home.index(str(newer.order_id)) < home.index(str(paying.order_id))  # newest first
+    assert ">9.72 USD</td>" in home  # 12.50 - 2.77777778
+
+    async with sessionmaker() as session:
+        await session.execute(
+            update(Order).where(Order.id == paying.order_id).values(status="fulfilled")
+        )
+        await session.commit()
+    home = (await client.get("/admin")).text
+    assert str(paying.order_id) not in home and str(newer.order_id) in home
+
+
+async def test_order_currency_amounts_show_to_the_cent(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    paying = await underpaid_order(client, sessionmaker)  # credited 8.33333333 of 12.50
+    await sign_in(client)
+    for page in (f"/admin/payments/{paying.payment_id}", f"/admin/orders/{paying.order_id}"):
+        text = (await client.get(page)).text
+        assert "= 8.33 USD" in text and ">4.17 USD</dd>" in text, page
+        # (the timeline's audit notes keep their exact figures)
+        assert "= 8.33333333 USD" not in text and ">4.16666667 USD" not in text
+        assert 'data-amount-missing="4.16666667"' in text  # the exact value stays for machines
+        assert "0.0003 " in text  # coins are shown exactly as they came
+    async with sessionmaker() as session:
+        await session.execute(
+            update(Order).where(Order.id == paying.order_id).values(total=Decimal("17.249675"))
+        )
+        await session.commit()
+        stored = await session.get(Order, paying.order_id)
+        assert stored is not None and stored.total == Decimal("17.249675")
+    order = (await client.get(f"/admin/orders/{paying.order_id}")).text
+    assert "17.25 USD" in order and "17.249675" not in order
+    listed = (await client.get("/admin/orders")).text
+    assert "17.25 USD" in listed and "17.249675" not in listed
+
+
+async def test_a_webhook_endpoint_is_created_from_the_console_and_its_secret_shown_once(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    csrf = await sign_in(client)
+    page = (await client.get("/admin/webhooks")).text
+    assert 'for="new-url">URL</label>' in page and ">Create endpoint</button>" in page
+    assert 'value="order.paid"' in page and 'value="order.refunded"' in page
+
+    refused = await client.post(
+        "/admin/webhooks",
+        data={"csrf_token": csrf, "url": "ftp://erp.example/x", "description": "kept"},
+    )
+    assert refused.status_code == 422 and 'id="url-error"' in refused.text
+    assert 'value="kept"' in refused.text
+    bad_event = await client.post(
+        "/admin/webhooks",
+        data={"csrf_token": csrf, "url": "https://erp.example/x", "events": "order.nothing"},
+    )
+    assert bad_event.status_code == 422 and 'id="events-error"' in bad_event.text
+    forged = await client.post(
+        "/admin/webhooks", data={"csrf_token": "forged", "url": "https://erp.example/x"}
+    )
+    assert forged.status_code == 403
+    async with sessionmaker() as session:
+        assert (await session.execute(select(func.count(WebhookEndpoint.id)))).scalar_one() == 0
+
+    created = await client.post(
+        "/admin/webhooks",
+        data={
+            "csrf_token": csrf,
+            "url": "https://93.184.216.34/hooks",  # a public address: no DNS needed
+            "events": ["order.paid", "order.fulfilled"],
+            "description": "ERP",
+        },
+    )
+    assert created.status_code == 201, created.text
+    async with sessionmaker() as session:
+        endpoint = (await session.execute(select(WebhookEndpoint))).scalar_one()
+        action = (await session.execute(select(AdminAction))).scalar_one()
+    assert endpoint.events == ["order.fulfilled", "order.paid"] and endpoint.description == "ERP"
+    assert f"data-endpoint-secret>{endpoint.secret}</code>" in created.text
+    assert created.headers["cache-control"] == "no-store"
+    assert (action.action, action.subject_id) == ("create_webhook", endpoint.id)
+    outcome = action.outcome or ""
+    assert endpoint.secret not in outcome and "93.184" not in outcome
+    again = (await client.get("/admin/webhooks")).text
+    assert "https://93.184.216.34/hooks" in again and endpoint.secret not in again
+
+    private = await client.post(
+        "/admin/webhooks", data={"csrf_token": csrf, "url": "http://127.0.0.1:8999/hooks"}
+    )
+    assert private.status_code == 422 and "non-public address" in private.text

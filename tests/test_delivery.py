@@ -238,7 +238,13 @@ async def test_a_valid_link_shows_the_keys_offers_a_download_and_counts_views(
     assert page.headers["referrer-policy"] == "no-referrer"
     html = page.text
     assert sorted(re.findall(r'data-licence-key="([^"]+)"', html)) == sorted(keys)
-    assert "<main>" in html and "<h1>" in html and 'name="viewport"' in html
+    assert '<main id="main"' in html and "<h1>" in html and 'name="viewport"' in html
+    # The shop's own layout: its stylesheet, name and support address.
+    assert '<link rel="stylesheet" href="/static/pages.css">' in html
+    assert 'class="brand" href="/">' in html and 'href="mailto:support@example.com"' in html
+    assert "style-src 'self'" in page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert html.count('class="copy" data-copy="key-') == len(keys)
     assert "buyer@example.com" not in html
     download_path = f"/delivery/{token}/download"
     assert f'href="{download_path}"' in html and ">Download</a>" in html
@@ -249,8 +255,9 @@ async def test_a_valid_link_shows_the_keys_offers_a_download_and_counts_views(
     assert download.headers["cache-control"] == "no-store"
     assert sorted(line.split("\t")[1] for line in download.text.splitlines()) == sorted(keys)
 
-    css = await client.get("/delivery/assets/delivery.css")
+    css = await client.get("/static/pages.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert "ul.keys" in css.text
 
     async with sessionmaker() as session:
         counted = await session.get(Delivery, order_id)

@@ -19,6 +19,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,9 +33,12 @@ from cryptocheckout.admin.models import AdminAction
 from cryptocheckout.app import create_app
 from cryptocheckout.config import Mode, Settings
 from cryptocheckout.kit import jobs
+from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.db import create_engine, create_sessionmaker
 from cryptocheckout.kit.jobs_models import Job
 from cryptocheckout.kit.migrate import upgrade
+from cryptocheckout.outbound import service as outbound
+from cryptocheckout.outbound.models import WebhookDelivery, WebhookEndpoint
 from tests.browser.test_sandbox_page import CHROMIUM, CHROMIUM_ARGS
 from tests.support.ipn import ipn_payload, signed
 from tests.support.servers import free_port, serve_in_thread
@@ -458,3 +462,81 @@ async def test_replay_retry_import_keys_and_mark_as_paid(shop: Shop, staff: Staf
 
     await page.get_by_role("button", name="Sign out").click()
     await page.wait_for_url(f"{shop.url}/admin/login")
+
+
+async def test_webhooks_page_lists_endpoints_and_redelivers(shop: Shop, staff: Staff) -> None:
+    """Runs last: it adds endpoints, which later order events would be delivered to."""
+    event_id = uuid.uuid4()
+    async with shop.sessionmaker() as session:
+        erp = WebhookEndpoint(
+            url="http://127.0.0.1:9/hooks/orders",
+            events=["order.paid", "order.fulfilled"],
+            description="ERP order import",
+            secret="whsec_YnJvd3Nlci10ZXN0",
+            failing_since=utcnow() - timedelta(hours=3),
+        )
+        old = WebhookEndpoint(
+            url="https://old-crm.example/webhooks/cryptocheckout/very/long/path/that/wraps",
+            enabled=False,
+            disabled_reason="disabled after failing without a success since 2026-11-20T08:00:00",
+            secret="whsec_b2xk",
+        )
+        session.add_all([erp, old])
+        await session.flush()
+        attempts = [
+            WebhookDelivery(
+                endpoint_id=erp.id,
+                event_id=event_id,
+                event_type="order.paid",
+                webhook_id=outbound.webhook_id(event_id),
+                status_code=code,
+                error=error,
+                created_at=utcnow() - timedelta(minutes=minutes),
+            )
+            for code, error, minutes in ((500, "answered 500", 5), (None, "connection refused", 1))
+        ]
+        session.add_all(attempts)
+        session.add(
+            WebhookDelivery(
+                endpoint_id=old.id,
+                event_id=event_id,
+                event_type="order.paid",
+                webhook_id=outbound.webhook_id(event_id),
+                error="timed out after 10 s",
+            )
+        )
+        await jobs.enqueue(
+            session,
+            outbound.WEBHOOK_DELIVERY_JOB,
+            {"event_id": str(event_id), "order_id": str(shop.fulfilled.order_id)},
+            subject_id=shop.fulfilled.order_id,
+            dedupe_key=outbound.delivery_key(event_id, erp.id),
+            max_attempts=1,
+        )
+        await session.commit()
+    page = staff.page
+    await sign_in(page, shop)
+    await page.goto(f"{shop.url}/admin/webhooks")
+    card = page.locator(f'[data-endpoint-id="{erp.id}"]')
+    await expect(card).to_contain_text("order.paid, order.fulfilled")
+    await expect(card.locator("tbody tr")).to_have_count(2)
+    await expect(page.locator(f'[data-endpoint-id="{old.id}"]')).to_contain_text(
+        "disabled after failing"
+    )
+    await check_page(page, "webhooks-endpoints")
+    await (
+        card.locator(f'[data-delivery-id="{attempts[1].id}"]')
+        .get_by_role("button", name="Redeliver")
+        .click()
+    )
+    await page.wait_for_url(f"{shop.url}/admin/webhooks")
+    assert [a for a, _, _ in await actions(shop)][-1] == "redeliver_webhook"
+
+    await page.get_by_label("URL").fill("https://93.184.216.34/hooks")
+    await page.get_by_label("order.refunded").check()
+    await page.get_by_label("Description").fill("Refunds to accounting")
+    await page.get_by_role("button", name="Create endpoint").click()
+    await expect(page.get_by_role("heading", name="Endpoint created")).to_be_visible()
+    await expect(page.locator("[data-endpoint-secret]")).to_contain_text("whsec_")
+    await check_page(page, "webhooks-created")
+    assert [a for a, _, _ in await actions(shop)][-1] == "create_webhook"

@@ -302,6 +302,22 @@ async def test_a_whole_purchase_with_a_mistake_live_status_and_keys(
     assert await page.evaluate("window.notReloaded") is True
     await check_page(page, "order-fulfilled", shop)
 
+    # The keys, on the delivery page: the shop's own layout, stylesheet and copy buttons.
+    await page.get_by_role("link", name="Get your keys").click()
+    await page.wait_for_url(re.compile(r"/delivery/[^/]+$"))
+    await expect(page.get_by_role("heading", name="Your keys")).to_be_visible()
+    await expect(page.locator("[data-licence-key]")).to_have_count(1)
+    await expect(page.get_by_role("link", name="Download")).to_be_visible()
+    await expect(page.get_by_role("link", name="Keyhaven")).to_be_visible()
+    assert (
+        await page.evaluate(
+            "getComputedStyle(document.querySelector('header.site')).borderBottomStyle"
+        )
+        == "solid"
+    )  # pages.css applied under the delivery page's own CSP
+    await expect(page.get_by_role("button", name=re.compile("Copy the key"))).to_be_visible()
+    await check_page(page, "delivery-keys", shop)
+
 
 async def test_a_memo_coin_shows_its_tag_and_switching_abandons_the_first_payment(
     shop: Shop, customer: Customer

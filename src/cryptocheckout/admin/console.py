@@ -34,6 +34,7 @@ from cryptocheckout.admin.views import (
     RejectedSummary,
     amounts_of,
     can_mark_paid,
+    fiat,
     likely_cause,
     parse_uuid,
     pretty_json,
@@ -52,13 +53,18 @@ from cryptocheckout.kit.money import format_money
 from cryptocheckout.kit.problems import Problem
 from cryptocheckout.kit.security import tokens_match
 from cryptocheckout.orders.models import Order, OrderStatus
+from cryptocheckout.outbound import repository as outbound_repository
+from cryptocheckout.outbound.schemas import EndpointCreate
+from cryptocheckout.payments.events import OrderEventType
 from cryptocheckout.payments.models import Payment, PaymentStatus
+from cryptocheckout.payments.queries import balance_of
 from cryptocheckout.webhooks.models import WebhookLog, WebhookLogStatus
 
 HERE = Path(__file__).parent
 E = TypeVar("E", bound=StrEnum)
 STYLESHEET = (HERE / "static" / "console.css").read_bytes()
 PAGE_SIZE = 50
+RECENT_DELIVERIES = 10  # attempts shown per webhook endpoint
 MAX_FILTER = 320
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -107,6 +113,7 @@ _templates = jinja2.Environment(
 )
 _templates.filters["when"] = _when
 _templates.filters["money"] = _money
+_templates.filters["fiat"] = fiat
 _templates.filters["pretty_json"] = pretty_json
 
 
@@ -306,6 +313,8 @@ async def logout(request: Request, sessionmaker: SessionMaker, _form: FormDep) -
 async def home(staff: StaffDep, sessionmaker: SessionMaker) -> Response:
     async with read_only(sessionmaker) as session:
         flagged = await repository.flagged_payments(session)
+        underpaid_orders, underpaid_count = await repository.underpaid_orders(session)
+        underpaid = [(order, await balance_of(session, order)) for order in underpaid_orders]
         dead, dead_count = await repository.dead_jobs(session)
         failed, failed_count = await repository.failed_notifications(session)
         waiting = await repository.paid_waiting_for_keys(session)
@@ -318,13 +327,15 @@ async def home(staff: StaffDep, sessionmaker: SessionMaker) -> Response:
         "home.html",
         staff=staff,
         flagged=flagged,
+        underpaid=underpaid,
+        underpaid_count=underpaid_count,
         dead=dead,
         dead_count=dead_count,
         failed=failed,
         failed_count=failed_count,
         waiting=waiting,
         rejected=summaries,
-        quiet=not (flagged or dead or failed or waiting or summaries),
+        quiet=not (flagged or underpaid or dead or failed or waiting or summaries),
     )
 
 
@@ -520,9 +531,95 @@ async def orders_page(request: Request, staff: StaffDep, sessionmaker: SessionMa
     )
 
 
+async def _webhooks_page(
+    sessionmaker: SessionMaker,
+    staff: Staff,
+    *,
+    status_code: int = 200,
+    error: str | None = None,
+    **context: Any,
+) -> Response:
+    async with read_only(sessionmaker) as session:
+        endpoints, more = await outbound_repository.list_endpoints(
+            session, limit=PAGE_SIZE, cursor=None
+        )
+        deliveries = {
+            endpoint.id: (
+                await outbound_repository.list_deliveries(
+                    session, endpoint.id, limit=RECENT_DELIVERIES, cursor=None
+                )
+            )[0]
+            for endpoint in endpoints
+        }
+    return render(
+        "webhooks.html",
+        staff=staff,
+        section="Webhooks",
+        status_code=status_code,
+        endpoints=endpoints,
+        more_endpoints=more is not None,
+        deliveries=deliveries,
+        error=error,
+        event_types=[event.value for event in OrderEventType],
+        **{"values": {}, "errors": {}, "created": None, **context},
+    )
+
+
 @router.get("/webhooks")
-async def webhooks(staff: StaffDep) -> Response:
-    return render("webhooks.html", staff=staff, section="Webhooks")
+async def webhooks(staff: StaffDep, sessionmaker: SessionMaker) -> Response:
+    return await _webhooks_page(sessionmaker, staff)
+
+
+@router.post("/webhooks")
+async def create_webhook(
+    staff: StaffDep, form: FormDep, sessionmaker: SessionMaker, settings: AppSettings
+) -> Response:
+    values = {name: _text(form, name).strip() for name in ("url", "description")}
+    events = [value for value in form.getlist("events") if isinstance(value, str)]
+    try:
+        data = EndpointCreate.model_validate(
+            {
+                "url": values["url"],
+                "events": events or None,
+                "description": values["description"] or None,
+            }
+        )
+        async with unit_of_work(sessionmaker) as session:
+            endpoint = await service.create_webhook_endpoint(
+                session, data, allow_private=settings.webhooks_allow_private, actor=staff.label
+            )
+            created = {"id": endpoint.id, "url": endpoint.url, "secret": endpoint.secret}
+    except (ValidationError, DomainError) as error:
+        return await _webhooks_page(
+            sessionmaker,
+            staff,
+            status_code=422,
+            values={**values, "events": events},
+            errors=_field_errors(error),
+        )
+    # The secret is shown on this answer only (no-store): never again, and never listed.
+    return await _webhooks_page(sessionmaker, staff, status_code=201, created=created)
+
+
+@router.post("/webhooks/{endpoint_id}/deliveries/{delivery_id}/redeliver")
+async def redeliver_webhook(
+    endpoint_id: str,
+    delivery_id: str,
+    staff: StaffDep,
+    _form: FormDep,
+    sessionmaker: SessionMaker,
+) -> Response:
+    endpoint, delivery = parse_uuid(endpoint_id), parse_uuid(delivery_id)
+    if endpoint is None or delivery is None:
+        return _not_found(staff, "delivery")
+    try:
+        async with unit_of_work(sessionmaker) as session:
+            await service.redeliver_webhook(session, endpoint, delivery, actor=staff.label)
+    except DomainError as error:
+        if error.kind == "not_found":
+            return _not_found(staff, "delivery")
+        return await _webhooks_page(sessionmaker, staff, status_code=409, error=error.detail)
+    return _see("/admin/webhooks")
 
 
 # -- a payment, an order: amounts and one timeline --------------------------------------------

@@ -269,6 +269,15 @@ async def flagged_payments(session: AsyncSession) -> Sequence[Payment]:
     return rows.scalars().all()
 
 
+async def underpaid_orders(session: AsyncSession) -> tuple[Sequence[Order], int]:
+    """Orders whose payments fell short, newest first: pay the rest, or staff mark them paid."""
+    query = select(Order).where(Order.status == OrderStatus.UNDERPAID)
+    rows = await session.execute(
+        query.order_by(Order.updated_at.desc(), Order.id.desc()).limit(ATTENTION_LIMIT)
+    )
+    return rows.scalars().all(), await count(session, query)
+
+
 async def count(session: AsyncSession, query: Select[Any]) -> int:
     return int(
         (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()

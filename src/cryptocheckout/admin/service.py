@@ -21,6 +21,9 @@ from cryptocheckout.kit.errors import Conflict, FieldIssue, Invalid, NotFound
 from cryptocheckout.kit.jobs_models import Job
 from cryptocheckout.orders import repository as orders
 from cryptocheckout.orders.models import Order, OrderStatus
+from cryptocheckout.outbound import service as outbound
+from cryptocheckout.outbound.models import WebhookDelivery, WebhookEndpoint
+from cryptocheckout.outbound.schemas import EndpointCreate
 from cryptocheckout.payments.models import ChangeCause
 from cryptocheckout.payments.state_machine import move_order, order_advances
 
@@ -168,3 +171,36 @@ async def resend_email(session: AsyncSession, order_id: uuid.UUID, *, actor: str
         outcome=f"a fresh delivery link is mailed ({event})",
     )
     return event
+
+
+async def redeliver_webhook(
+    session: AsyncSession, endpoint_id: uuid.UUID, delivery_id: uuid.UUID, *, actor: str
+) -> WebhookDelivery:
+    """Queues an attempt's event again for its endpoint (same event and webhook-id), recorded."""
+    delivery = await outbound.redeliver(session, endpoint_id, delivery_id)
+    record(
+        session,
+        actor=actor,
+        action="redeliver_webhook",
+        subject="webhook_endpoint",
+        subject_id=endpoint_id,
+        outcome=f"{delivery.event_type} {delivery.webhook_id} queued again",
+    )
+    return delivery
+
+
+async def create_webhook_endpoint(
+    session: AsyncSession, data: EndpointCreate, *, allow_private: bool, actor: str
+) -> WebhookEndpoint:
+    """A new endpoint with a fresh secret (which the caller shows once), recorded."""
+    endpoint = await outbound.create_endpoint(session, data, allow_private=allow_private)
+    # Neither the secret nor the URL (it may carry a token of the receiving system).
+    record(
+        session,
+        actor=actor,
+        action="create_webhook",
+        subject="webhook_endpoint",
+        subject_id=endpoint.id,
+        outcome=f"events: {', '.join(endpoint.events) if endpoint.events else 'every event'}",
+    )
+    return endpoint

@@ -10,14 +10,25 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from cryptocheckout.admin.models import AdminAction
 from cryptocheckout.kit.jobs_models import Job
+from cryptocheckout.kit.money import format_money
 from cryptocheckout.orders.models import Order, OrderStatus
 from cryptocheckout.payments.models import Payment, StatusChange
 from cryptocheckout.payments.state_machine import order_advances
 from cryptocheckout.webhooks.models import WebhookLog
+
+CENTS = Decimal("0.01")
+
+
+def fiat(amount: Decimal | None) -> str:
+    """An amount in the order's currency for the eye: to the cent, half up. Display only:
+    stored amounts, data-* attributes and every comparison keep the exact value."""
+    if amount is None:
+        return ""
+    return format_money(amount.quantize(CENTS, rounding=ROUND_HALF_UP))
 
 
 def parse_uuid(text: str | None) -> uuid.UUID | None:

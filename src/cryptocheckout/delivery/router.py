@@ -8,7 +8,6 @@ Every answer here is `no-store` and sends no referrer: the URL itself is the cre
 from __future__ import annotations
 
 import math
-from importlib.resources import files
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -29,29 +28,24 @@ _pages = Environment(
     autoescape=select_autoescape(default=True),
     undefined=StrictUndefined,
 )
-_STYLESHEET = files("cryptocheckout.delivery").joinpath("static/delivery.css").read_text()
 
 PRIVATE_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Robots-Tag": "noindex, nofollow",
+    # The shop's stylesheet and script (copy buttons) from /static, nothing else.
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; form-action 'self'; "
+        "default-src 'none'; style-src 'self'; script-src 'self'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     ),
 }
 
 
 def _page(template: str, settings: AppSettings, status: int = 200, **values: Any) -> HTMLResponse:
-    html = _pages.get_template(template).render(shop_name=settings.shop_name, **values)
-    return HTMLResponse(html, status_code=status, headers=PRIVATE_HEADERS)
-
-
-@router.get("/delivery/assets/delivery.css")
-async def stylesheet() -> Response:
-    return Response(
-        _STYLESHEET, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
+    html = _pages.get_template(template).render(
+        shop_name=settings.shop_name, support_email=settings.support_email, **values
     )
+    return HTMLResponse(html, status_code=status, headers=PRIVATE_HEADERS)
 
 
 async def _open(
