@@ -148,9 +148,10 @@ def smtp_server(
     auth: bool = False,
     starttls: Certificate | None = None,
     implicit_tls: Certificate | None = None,
+    inbox: Inbox | None = None,
 ) -> Iterator[tuple[Inbox, int]]:
     """An SMTP server on 127.0.0.1: plain, STARTTLS (required) or TLS; with AUTH if asked."""
-    inbox = Inbox()
+    inbox = inbox if inbox is not None else Inbox()
     port = free_port()
     kwargs: dict[str, Any] = {}
     if auth:
