@@ -634,3 +634,32 @@ async def test_no_link_is_mailed_for_an_order_refunded_meanwhile(
     with smtp_server() as (inbox, port):
         assert await run_mail_jobs(sessionmaker, smtp(port), links) == [JobStatus.SUCCEEDED]
     assert inbox.received == []
+
+
+async def test_every_mail_names_its_order_items_total_and_where_to_ask(
+    sessionmaker: Sessions, links: DeliveryLinks, tmp_path: Path
+) -> None:
+    """A customer with two orders tells the mails apart; the support address is in each."""
+    from cryptocheckout.delivery.jobs import send_order_email
+
+    paying = await paying_order(sessionmaker, price="12.50", quantity=2)
+    mailer = FileMailer(tmp_path / "mail", FROM)
+    async with sessionmaker() as session:
+        await send_order_email(
+            session,
+            {"order_id": str(paying.order_id), "event": "expired"},
+            mailer=mailer,
+            links=links,
+            shop_name="Test Shop",
+            support_email="help@shop.example",
+        )
+    [eml] = list((tmp_path / "mail").glob("*.eml"))
+    mail = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    number = str(paying.order_id)[:8]
+    assert f"order {number}" in str(mail["Subject"])
+    for part in ("plain", "html"):
+        body = mail.get_body((part,))
+        assert body is not None
+        content = str(body.get_content())
+        assert f"Order {number}" in content and "Game" in content
+        assert "25.00 USD" in content and "help@shop.example" in content

@@ -46,6 +46,15 @@ class Underpayment:
         return max(self.expected - self.paid, Decimal(0))
 
 
+@dataclass(frozen=True)
+class OrderSummary:
+    """What every order e-mail shows, so that a customer with two orders tells them apart."""
+
+    number: str
+    items: tuple[tuple[str, int], ...]
+    total: str
+
+
 def event_kind(event: str) -> str:
     """`resend-3` (the third fresh link) is a `resend`; other events are their own kind."""
     kind = event.split("-", 1)[0]
@@ -54,12 +63,26 @@ def event_kind(event: str) -> str:
     return kind
 
 
-def render(event: str, *, to: str, shop_name: str, **context: Any) -> Mail:
+def render(
+    event: str,
+    *,
+    to: str,
+    shop_name: str,
+    order: OrderSummary,
+    support_email: str,
+    **context: Any,
+) -> Mail:
     kind = event_kind(event)
-    values = {"shop_name": shop_name, "kind": kind, **context}
+    values = {
+        "shop_name": shop_name,
+        "kind": kind,
+        "order": order,
+        "support_email": support_email,
+        **context,
+    }
     return Mail(
         to=to,
-        subject=f"{SUBJECTS[kind]} ({shop_name})",
+        subject=f"{SUBJECTS[kind]}: order {order.number} ({shop_name})",
         text=_templates.get_template(f"email/{kind}.txt").render(values),
         html=_templates.get_template(f"email/{kind}.html").render(values),
     )

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.delivery import repository
-from cryptocheckout.delivery.emails import Underpayment, event_kind, render
+from cryptocheckout.delivery.emails import OrderSummary, Underpayment, event_kind, render
 from cryptocheckout.delivery.links import DeliveryLinks
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.clock import utcnow
@@ -76,6 +76,7 @@ async def send_order_email(
     mailer: Mailer,
     links: DeliveryLinks,
     shop_name: str,
+    support_email: str = "",
     now: datetime | None = None,
 ) -> None:
     """Renders and sends one order e-mail (the job's handler, bound by `order_email_handler`)."""
@@ -98,7 +99,19 @@ async def send_order_email(
         context["expires_at"] = f"{now + links.ttl:%Y-%m-%d %H:%M} UTC"
     if kind == "underpaid":
         context["underpayment"] = await _underpayment(session, order, payload)
-    mail = render(event, to=order.email, shop_name=shop_name, **context)
+    summary = OrderSummary(
+        number=str(order.id)[:8],
+        items=tuple((item.name, item.quantity) for item in order.items),
+        total=f"{format_money(order.total)} {order.currency}",
+    )
+    mail = render(
+        event,
+        to=order.email,
+        shop_name=shop_name,
+        order=summary,
+        support_email=support_email,
+        **context,
+    )
     try:
         await mailer.send(mail)
     except TemporaryMailError as exc:
@@ -126,11 +139,20 @@ async def _underpayment(
     )
 
 
-def order_email_handler(mailer: Mailer, links: DeliveryLinks, shop_name: str) -> jobs.Handler:
+def order_email_handler(
+    mailer: Mailer, links: DeliveryLinks, shop_name: str, support_email: str = ""
+) -> jobs.Handler:
     """The `send_order_email` job's handler, for the worker's table of handlers."""
 
     async def handler(session: AsyncSession, payload: Mapping[str, Any]) -> None:
-        await send_order_email(session, payload, mailer=mailer, links=links, shop_name=shop_name)
+        await send_order_email(
+            session,
+            payload,
+            mailer=mailer,
+            links=links,
+            shop_name=shop_name,
+            support_email=support_email,
+        )
 
     return handler
 

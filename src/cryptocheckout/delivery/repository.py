@@ -10,12 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cryptocheckout.delivery.models import Delivery
 from cryptocheckout.kit.dialects import dialect_name, insert
+from cryptocheckout.orders import repository as orders
 from cryptocheckout.orders.models import Order
 from cryptocheckout.payments.models import Payment
 
 
 async def get_order(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
-    return await session.get(Order, order_id)
+    """The order with its items (the e-mails list them)."""
+    return await orders.get_with_items(session, order_id)
 
 
 async def count_view(session: AsyncSession, order_id: uuid.UUID, now: datetime) -> None:

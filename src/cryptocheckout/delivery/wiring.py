@@ -38,6 +38,7 @@ def mail_job_handlers(settings: Settings, ring: KeyRing) -> dict[str, jobs.Handl
         mailer_from_settings(settings),
         delivery_links(settings, ring),
         settings.shop_name,
+        settings.support_email,
     )
     return {SEND_ORDER_EMAIL_JOB: handler}
 
