@@ -226,7 +226,11 @@ async def hold_keys(
         # the second hold, and this checkout is out of stock like any other late one.
         async with session.begin_nested():
             # Lapsed holds on these keys (not deleted by the worker yet) give way.
-            await session.execute(delete(StockHold).where(StockHold.licence_key_id.in_(key_ids)))
+            await session.execute(
+                delete(StockHold).where(
+                    StockHold.licence_key_id.in_(key_ids), StockHold.expires_at < utcnow()
+                )
+            )
             session.add_all(
                 StockHold(
                     licence_key_id=key_id,

@@ -54,10 +54,10 @@ async def credited(session: AsyncSession, order_id: uuid.UUID) -> tuple[Decimal,
 
 
 async def purchase_of(session: AsyncSession, order_id: uuid.UUID) -> str | None:
-    """NOWPayments' purchase of the order's first payment that has one."""
+    """NOWPayments' purchase of the order's first payment that credited it (partly paid)."""
     rows = await session.execute(
         select(Payment.purchase_id)
-        .where(Payment.order_id == order_id, Payment.purchase_id.is_not(None))
+        .where(Payment.order_id == order_id, Payment.purchase_id.is_not(None), Payment.credit > 0)
         .order_by(Payment.created_at)
         .limit(1)
     )
