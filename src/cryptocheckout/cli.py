@@ -46,7 +46,9 @@ def cmd_rotate_keys(args: argparse.Namespace) -> None:
 
     settings = settings_from_environment()
     ring = keyring_of(settings)
-    total = asyncio.run(rotate_keys(settings.database_url, ring, batch=args.batch))
+    total = asyncio.run(
+        rotate_keys(settings.database_url, ring, batch=args.batch, pooled=settings.database_pooled)
+    )
     print(f"{total} licence keys re-encrypted; every key is now under key {ring.current.key_id}")
 
 

@@ -129,13 +129,25 @@ async def assign_free_keys(
     key_ids = await _free_keys(session, product_id, count)
     if len(key_ids) < count:
         return len(key_ids)
+    now = utcnow()
+    # A key taken from a lapsed hold of another order: that hold is over. Only lapsed ones:
+    # a hold its order kept meanwhile (paid since our read) is not ours to end.
+    await session.execute(
+        delete(StockHold).where(
+            StockHold.licence_key_id.in_(key_ids),
+            or_(StockHold.order_id == order_id, StockHold.expires_at < now),
+        )
+    )
+    kept = await session.scalar(
+        select(func.count()).select_from(StockHold).where(StockHold.licence_key_id.in_(key_ids))
+    )
+    if kept:
+        return count - int(kept)  # the caller waits for stock; this transaction rolls back
     await session.execute(
         update(LicenceKey)
         .where(LicenceKey.id.in_(key_ids))
-        .values(order_id=order_id, assigned_at=utcnow())
+        .values(order_id=order_id, assigned_at=now)
     )
-    # A key taken from a lapsed hold of another order: that hold is over.
-    await session.execute(delete(StockHold).where(StockHold.licence_key_id.in_(key_ids)))
     return count
 
 
@@ -284,6 +296,11 @@ async def assign_held_keys(session: AsyncSession, order_id: uuid.UUID) -> None:
         .where(LicenceKey.id.in_(held), LicenceKey.order_id.is_(None))
         .values(order_id=order_id, assigned_at=utcnow())
     )
+    await session.execute(delete(StockHold).where(StockHold.order_id == order_id))
+
+
+async def release_holds_of(session: AsyncSession, order_id: uuid.UUID) -> None:
+    """The order will never take its keys (refunded): its holds end now, kept ones too."""
     await session.execute(delete(StockHold).where(StockHold.order_id == order_id))
 
 

@@ -20,9 +20,12 @@ logger = logging.getLogger("cryptocheckout.rotation")
 RETRY_HELD_SECONDS = 0.5
 
 
-async def rotate_keys(database_url: str, ring: KeyRing, *, batch: int = 200) -> int:
-    """Returns how many keys were re-encrypted (0 when every key was current already)."""
-    engine = create_engine(database_url)
+async def rotate_keys(
+    database_url: str, ring: KeyRing, *, batch: int = 200, pooled: bool = False
+) -> int:
+    """Returns how many keys were re-encrypted (0 when every key was current already).
+    `pooled`: `database_url` is a transaction-pooling proxy (`DATABASE_POOLED`)."""
+    engine = create_engine(database_url, pooled=pooled)
     sessionmaker = create_sessionmaker(engine)
     total = 0
     try:

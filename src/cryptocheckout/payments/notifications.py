@@ -164,7 +164,7 @@ async def apply_provider_state(
                 "else the order waits for stock",
             )
         excess = balance - order.total
-        if raised > 0 and settled:
+        if raised > 0 and settled and excess > 0:
             # Paid again (a second payment, a repeated deposit, money after the order was
             # marked paid): credited, never a second fulfilment, and staff must know.
             _flag(

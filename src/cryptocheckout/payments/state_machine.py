@@ -290,6 +290,8 @@ async def move_order(
     )
     order.status = target
     await record_order_event(session, order, target)
+    if target is OrderStatus.REFUNDED:
+        await catalogue.release_holds_of(session, order.id)
     if target is OrderStatus.PAID:
         # Paid: its held keys are its own until fulfilment assigns them.
         await catalogue.keep_holds(session, order.id)

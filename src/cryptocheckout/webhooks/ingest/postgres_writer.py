@@ -116,12 +116,19 @@ class PostgresWriter:
         self, items: Sequence[tuple[Incoming, int]], rejected: Sequence[Rejected], *, exact: bool
     ) -> set[str]:
         conn = await self._connection()
-        if self._set_local:
+        if not self._set_local:
+            return await self._statements(conn, items, rejected, exact=exact)
+        # Pooled: each part its own transaction, as the direct path's statements are, so a
+        # failure of the staff's log never rolls back the notifications.
+        created: set[str] = set()
+        for part_items, part_rejected in ((items, ()), ((), rejected)):
+            if not part_items and not part_rejected:
+                continue
             async with conn.transaction():
                 for statement in self._set_local:
                     await conn.execute(statement)
-                return await self._statements(conn, items, rejected, exact=exact)
-        return await self._statements(conn, items, rejected, exact=exact)
+                created |= await self._statements(conn, part_items, part_rejected, exact=exact)
+        return created
 
     async def _statements(
         self,
