@@ -3,7 +3,8 @@
 A webhook URL is a request the service makes on an admin's behalf; pointed at loopback, the
 cloud's metadata address or the private network it would reach what the internet cannot.
 Every address the host resolves to must be public, when the endpoint is saved and again
-before each send (a name may resolve elsewhere later).
+before each send (a name may resolve elsewhere later); the send then connects to the very
+addresses it checked (`checked_addresses`, `pinning`), never to a second lookup.
 """
 
 from __future__ import annotations
