@@ -9,7 +9,7 @@ import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +23,7 @@ from cryptocheckout.config import Settings
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.jobs_models import Job, JobStatus
 from cryptocheckout.orders.models import Order, OrderStatus
+from cryptocheckout.outbound import addresses, sender
 from cryptocheckout.outbound import service as outbound
 from cryptocheckout.outbound.models import WebhookDelivery, WebhookEndpoint
 from cryptocheckout.outbound.sender import DeliveryLane
@@ -386,6 +387,141 @@ async def test_the_address_is_checked_again_at_send_time(
     assert inbox.at("/private") == []
     [attempt] = (await shop.deliveries(endpoint["id"]))["items"]
     assert attempt["status_code"] is None and "non-public" in attempt["error"]
+
+
+async def test_a_name_that_rebinds_to_loopback_after_the_check_never_reaches_it(
+    sessionmaker: Sessions, shop: Shop, inbox: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the check sees a public address, any later lookup gets 127.0.0.1.
+
+    `addresses.resolve_host` is our own resolver, the one the sender checks and connects
+    with; substituting it plays a name server whose answer changes after the first lookup.
+    The host is `localhost`, which a second lookup by the system (httpx's own) would also
+    send to the loopback receiver. The public address refuses or times out; either way the
+    attempt fails and nothing reaches loopback.
+    """
+    lookups: list[str] = []
+
+    async def rebinding(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        return ["93.184.216.34"] if len(lookups) == 1 else ["127.0.0.1"]
+
+    url = inbox.url("/rebind").replace("127.0.0.1", "localhost")
+    endpoint = await shop.endpoint(url, ["order.paid"])
+    monkeypatch.setattr(addresses, "resolve_host", rebinding)
+    monkeypatch.setattr(sender, "TIMEOUT_SECONDS", 2.0)
+    async with DeliveryLane(sessionmaker, allow_private=False) as lane:
+        shop.lane = lane
+        await shop.pay()
+    assert inbox.at("/rebind") == []
+    assert lookups == ["localhost"]  # resolved once, for the check and the connection
+    [attempt] = (await shop.deliveries(endpoint["id"]))["items"]
+    assert attempt["status_code"] is None and attempt["error"]
+
+
+async def test_the_request_goes_to_the_resolved_address_under_its_own_name(
+    shop: Shop, inbox: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With private addresses allowed the connection still goes to the resolved address.
+
+    `addresses.resolve_host` (our own resolver) answers 127.0.0.1 for a name the system
+    cannot resolve: the delivery arrives only if the sender connects to that answer, and the
+    Host header keeps the name.
+    """
+
+    async def resolver(host: str, port: int) -> list[str]:
+        assert host == "erp.shop.invalid"
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(addresses, "resolve_host", resolver)
+    port = inbox.base_url.rsplit(":", 1)[1]
+    endpoint = await shop.endpoint(f"http://erp.shop.invalid:{port}/named", ["order.paid"])
+    paying = await shop.pay()
+    [received] = inbox.at("/named")
+    assert received.headers["host"] == f"erp.shop.invalid:{port}"
+    message = received.verify(endpoint["secret"])
+    assert message["type"] == "order.paid" and message["data"]["id"] == str(paying.order_id)
+
+
+async def test_a_dead_endpoint_never_delays_a_healthy_one(
+    sessionmaker: Sessions, shop: Shop, inbox: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead endpoint holds its 4 slots with 12 more deliveries queued; another still gets its.
+
+    The dead endpoint accepts and never answers (the timeout is raised so it cannot time out
+    during the test): a lane that held claimed jobs waiting for the dead endpoint's slots
+    would never send the healthy one.
+    """
+    import asyncio
+    import threading
+
+    from cryptocheckout.kit import jobs
+
+    dead = await shop.endpoint(inbox.url("/dead"))
+    healthy = await shop.endpoint(inbox.url("/ok"))
+    inbox.hold["/dead"] = release = threading.Event()
+    monkeypatch.setattr(sender, "TIMEOUT_SECONDS", 120.0)
+
+    async def enqueue(endpoint: dict[str, Any], count: int, run_at: datetime) -> None:
+        async with sessionmaker() as session:
+            for _ in range(count):
+                event_id = uuid.uuid4()
+                await jobs.enqueue(
+                    session,
+                    outbound.WEBHOOK_DELIVERY_JOB,
+                    {
+                        "endpoint_id": endpoint["id"],
+                        "event_id": str(event_id),
+                        "order_id": str(uuid.uuid4()),
+                        "type": "order.paid",
+                        "webhook_id": outbound.webhook_id(event_id),
+                        "body": json.dumps({"type": "order.paid", "data": {}}),
+                    },
+                    run_at=run_at,
+                )
+            await session.commit()
+
+    async def wait_until(condition: Any) -> None:
+        for _ in range(500):
+            if condition():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the condition never held")
+
+    await enqueue(dead, 16, utcnow() - timedelta(minutes=1))
+    lane = DeliveryLane(sessionmaker, allow_private=True, poll_interval=0.02)
+    stop = asyncio.Event()
+    running = asyncio.create_task(lane.run(stop))
+    try:
+        await wait_until(lambda: len(inbox.at("/dead")) == 4)
+        await enqueue(healthy, 1, utcnow())
+        await wait_until(lambda: len(inbox.at("/ok")) == 1)
+        assert len(inbox.at("/dead")) == 4  # still 4 at a time for the dead endpoint
+        statuses = [
+            job.status
+            for job in await shop.delivery_jobs()
+            if job.payload["endpoint_id"] == dead["id"]
+        ]
+        assert statuses.count(JobStatus.RUNNING) == 4
+        assert statuses.count(JobStatus.QUEUED) == 12
+        inbox.at("/ok")[0].verify(healthy["secret"])
+        release.set()  # the endpoint comes back: the rest go out
+        await wait_until(lambda: len(inbox.at("/dead")) == 16)
+
+        async def settled() -> bool:
+            jobs_now = await shop.delivery_jobs()
+            return all(job.status is JobStatus.SUCCEEDED for job in jobs_now)
+
+        for _ in range(500):
+            if await settled():
+                break
+            await asyncio.sleep(0.02)
+        assert await settled()
+        assert lane._in_flight == {}  # idle endpoints leave no per-endpoint state behind
+    finally:
+        release.set()
+        stop.set()
+        await running
 
 
 async def test_an_endpoint_failing_for_five_days_is_disabled_and_gets_nothing_more(

@@ -3,7 +3,8 @@
 A webhook URL is a request the service makes on an admin's behalf; pointed at loopback, the
 cloud's metadata address or the private network it would reach what the internet cannot.
 Every address the host resolves to must be public, when the endpoint is saved and again
-before each send (a name may resolve elsewhere later).
+before each send (a name may resolve elsewhere later); the send then connects to the very
+addresses it checked (`checked_addresses`, `pinning`), never to a second lookup.
 """
 
 from __future__ import annotations
@@ -52,19 +53,35 @@ def host_and_port(url: str) -> tuple[str, int]:
     return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
-async def check_url(url: str, *, allow_private: bool) -> None:
-    """Refuses a URL that is not http(s) or that resolves to a non-public address."""
+async def resolve_host(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to, in the resolver's order (OSError when it does not)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+async def checked_addresses(url: str, *, allow_private: bool) -> list[str]:
+    """Resolves the URL's host once and returns the addresses a request may connect to.
+
+    Every address must be public unless `allow_private`. The sender connects to these very
+    addresses: resolving the name again would let a short-TTL name pass this check and then
+    point at loopback or the metadata address (DNS rebinding).
+    """
     host, port = host_and_port(url)
-    if allow_private:
-        return
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = await resolve_host(host, port)
     except (OSError, UnicodeError) as exc:
         raise EndpointUrlRefused(f"the host {host!r} does not resolve") from exc
-    addresses = {str(info[4][0]) for info in infos}
     if not addresses:
         raise EndpointUrlRefused(f"the host {host!r} does not resolve")
-    if not all(_is_public(address) for address in addresses):
+    if not allow_private and not all(_is_public(address) for address in addresses):
         raise EndpointUrlRefused(
             "it resolves to a loopback, link-local, private or otherwise non-public address"
         )
+    return addresses
+
+
+async def check_url(url: str, *, allow_private: bool) -> None:
+    """Refuses a URL that is not http(s) or that resolves to a non-public address."""
+    host_and_port(url)
+    if not allow_private:
+        await checked_addresses(url, allow_private=False)

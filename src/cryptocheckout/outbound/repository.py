@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cryptocheckout.kit.jobs_models import Job
+from cryptocheckout.kit.dialects import dialect_name
+from cryptocheckout.kit.jobs import ClaimedJob
+from cryptocheckout.kit.jobs_models import Job, JobStatus
 from cryptocheckout.kit.pagination import page, split
 from cryptocheckout.outbound.models import WebhookDelivery, WebhookEndpoint
 
@@ -90,3 +93,69 @@ async def prune_deliveries(session: AsyncSession, before: datetime) -> int:
         delete(WebhookDelivery).where(WebhookDelivery.created_at < before)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _claimable(now: datetime) -> Any:
+    # The same jobs `kit.jobs.claim` takes: due, or running with a lease that ran out.
+    return or_(
+        (Job.status == JobStatus.QUEUED) & (Job.run_at <= now),
+        (Job.status == JobStatus.RUNNING)
+        & (Job.lease_expires_at < now)
+        & (Job.attempts < Job.max_attempts),
+    )
+
+
+async def claim_deliveries(
+    session: AsyncSession,
+    worker_id: str,
+    *,
+    kind: str,
+    in_flight: Mapping[str, int],
+    per_endpoint: int,
+    limit: int,
+    lease: timedelta,
+    now: datetime,
+) -> list[ClaimedJob]:
+    """Claims up to `limit` due deliveries, at most `per_endpoint` in flight for any endpoint.
+
+    `kit.jobs.claim` with endpoint-blind slots: an endpoint whose slots are all taken (by
+    `in_flight`, this lane's running deliveries) is skipped in SQL, the others get what is
+    left of theirs, so a dead endpoint's queue never fills the lane. Skipped jobs are not
+    touched: they stay queued with their `run_at`. The caller commits.
+    """
+    if limit <= 0:
+        return []
+    endpoint_id = Job.payload["endpoint_id"].as_string()
+    full = [key for key, count in in_flight.items() if count >= per_endpoint]
+    candidates = select(Job.id, endpoint_id).where(Job.kind == kind, _claimable(now))
+    if full:
+        candidates = candidates.where(endpoint_id.not_in(full))
+    # Enough rows to fill every free slot even when the first endpoints take few of them.
+    candidates = candidates.order_by(Job.run_at).limit(limit * per_endpoint)
+    if dialect_name(session) == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    taken: dict[str, int] = dict(in_flight)
+    chosen: list[uuid.UUID] = []
+    for job_id, endpoint in (await session.execute(candidates)).all():
+        key = str(endpoint)
+        if taken.get(key, 0) >= per_endpoint:
+            continue
+        taken[key] = taken.get(key, 0) + 1
+        chosen.append(job_id)
+        if len(chosen) >= limit:
+            break
+    if not chosen:
+        return []
+    rows = await session.execute(
+        update(Job)
+        .where(Job.id.in_(chosen), _claimable(now))
+        .values(
+            status=JobStatus.RUNNING,
+            locked_by=worker_id,
+            lease_expires_at=now + lease,
+            attempts=Job.attempts + 1,
+            updated_at=now,
+        )
+        .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
+    )
+    return [ClaimedJob(*row) for row in rows.all()]

@@ -3,7 +3,10 @@
 The worker's main loop applies notifications and runs the payment core's jobs one after the
 other; a delivery may wait 10 s for a slow endpoint, so deliveries run here instead, several
 at a time and at most `per_endpoint` at a time for any one endpoint. A dead endpoint costs
-its own slots, never a payment's time.
+its own slots, never a payment's time nor another endpoint's: the lane claims a job only
+when its endpoint has a free slot, so no claimed job waits behind a slow endpoint.
+
+Each request connects to the addresses checked for it (`pinning`), never to a second lookup.
 
 No database transaction is open while a request is in flight (SQLite's writers take the
 lock up front): the endpoint is read in one short session, the attempt logged in another,
@@ -32,9 +35,10 @@ from cryptocheckout.config import Settings
 from cryptocheckout.kit import jobs
 from cryptocheckout.kit.clock import utcnow
 from cryptocheckout.kit.jobs_models import JobStatus
-from cryptocheckout.outbound import repository
-from cryptocheckout.outbound.addresses import EndpointUrlRefused, check_url
+from cryptocheckout.outbound import addresses, repository
+from cryptocheckout.outbound.addresses import EndpointUrlRefused
 from cryptocheckout.outbound.models import WebhookDelivery, WebhookEndpoint
+from cryptocheckout.outbound.pinning import PinnedTransport, pinned
 from cryptocheckout.outbound.service import WEBHOOK_DELIVERY_JOB, retry_delay
 from cryptocheckout.outbound.signing import signature_header
 
@@ -86,10 +90,12 @@ class DeliveryLane:
         self.concurrency = concurrency
         self.per_endpoint = per_endpoint
         self.poll_interval = poll_interval
-        # Longer than a request's timeout plus its wait for an endpoint's slot.
+        # Longer than a request's timeout (a claimed job never waits for a slot).
         self.lease = lease
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:webhooks:{uuid.uuid4().hex[:6]}"
-        self._gates: dict[str, asyncio.Semaphore] = {}
+        # Deliveries in flight per endpoint id; an endpoint leaves it when its last one ends,
+        # so it holds at most `concurrency` keys.
+        self._in_flight: dict[str, int] = {}
         self._http: httpx.AsyncClient | None = None
 
     @classmethod
@@ -105,11 +111,14 @@ class DeliveryLane:
 
     async def __aenter__(self) -> DeliveryLane:
         # Redirects are not followed: a 3xx is an answer, and a failure.
+        # Passing a transport also leaves out proxies from the environment: a proxy would
+        # resolve the name itself.
+        limits = httpx.Limits(max_connections=self.concurrency)
         self._http = httpx.AsyncClient(
+            transport=PinnedTransport(limits=limits),
             timeout=TIMEOUT_SECONDS,
             follow_redirects=False,
             headers={"user-agent": USER_AGENT},
-            limits=httpx.Limits(max_connections=self.concurrency),
         )
         return self
 
@@ -136,13 +145,7 @@ class DeliveryLane:
                 free = self.concurrency - len(running)
                 if free > 0:
                     try:
-                        claimed = await jobs.claim(
-                            self.sessionmaker,
-                            self.worker_id,
-                            kinds=self.kinds,
-                            limit=free,
-                            lease=self.lease,
-                        )
+                        claimed = await self.claim(free)
                     except Exception:
                         logger.exception("claiming webhook deliveries failed")
                 for job in claimed:
@@ -161,24 +164,42 @@ class DeliveryLane:
 
     async def run_once(self) -> int:
         """Claims the due deliveries and sends them all (tests and scripts drive this)."""
-        claimed = await jobs.claim(
-            self.sessionmaker,
-            self.worker_id,
-            kinds=self.kinds,
-            limit=self.concurrency,
-            lease=self.lease,
-        )
+        claimed = await self.claim(self.concurrency)
         await asyncio.gather(*(self.run_job(job) for job in claimed))
         return len(claimed)
 
+    async def claim(self, limit: int) -> list[jobs.ClaimedJob]:
+        """Up to `limit` due deliveries, only for endpoints with a free slot; counted in flight."""
+        async with self.sessionmaker() as session:
+            claimed = await repository.claim_deliveries(
+                session,
+                self.worker_id,
+                kind=WEBHOOK_DELIVERY_JOB,
+                in_flight=self._in_flight,
+                per_endpoint=self.per_endpoint,
+                limit=limit,
+                lease=self.lease,
+                now=utcnow(),
+            )
+            await session.commit()
+        for job in claimed:
+            key = str(job.payload.get("endpoint_id"))
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        return claimed
+
     async def run_job(self, job: jobs.ClaimedJob) -> JobStatus:
-        gate = self._gates.setdefault(
-            str(job.payload.get("endpoint_id")), asyncio.Semaphore(self.per_endpoint)
-        )
-        async with gate:
+        """Runs a job `claim` returned, and frees its endpoint's slot."""
+        key = str(job.payload.get("endpoint_id"))
+        try:
             return await jobs.run_one(
                 self.sessionmaker, job, self.worker_id, {WEBHOOK_DELIVERY_JOB: self.deliver}
             )
+        finally:
+            left = self._in_flight.get(key, 0) - 1
+            if left > 0:
+                self._in_flight[key] = left
+            else:
+                self._in_flight.pop(key, None)
 
     async def deliver(self, _session: AsyncSession, payload: Mapping[str, Any]) -> None:
         """The delivery job's handler: one attempt, logged; a failure is retried on schedule."""
@@ -219,7 +240,10 @@ class DeliveryLane:
             return round((time.monotonic() - started) * 1000)
 
         try:
-            await check_url(endpoint.url, allow_private=self.allow_private)
+            # Resolved once: the request connects to exactly these addresses.
+            checked = await addresses.checked_addresses(
+                endpoint.url, allow_private=self.allow_private
+            )
         except EndpointUrlRefused as exc:
             return Outcome(None, None, exc.detail, took())
         now = utcnow()
@@ -236,6 +260,7 @@ class DeliveryLane:
         }
         if self._http is None:
             raise RuntimeError("the delivery lane is not open (use `async with lane`)")
+        pin = pinned.set(tuple(checked))
         try:
             # httpx's timeout bounds each read; this bounds the whole answer.
             async with (
@@ -249,6 +274,8 @@ class DeliveryLane:
             return Outcome(None, None, f"no answer within {TIMEOUT_SECONDS:g} s", took())
         except httpx.HTTPError as exc:
             return Outcome(None, None, f"{type(exc).__name__}: {exc}"[:500], took())
+        finally:
+            pinned.reset(pin)
         error = None
         if 300 <= response.status_code < 400:
             error = f"answered {response.status_code} (redirects are not followed)"
