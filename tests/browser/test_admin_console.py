@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -39,38 +35,33 @@ from cryptocheckout.kit.jobs_models import Job
 from cryptocheckout.kit.migrate import upgrade
 from cryptocheckout.outbound import service as outbound
 from cryptocheckout.outbound.models import WebhookDelivery, WebhookEndpoint
-from tests.browser.test_sandbox_page import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.support import (
+    AXE,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    WAIT_MS,
+    csp_complaints,
+    loopback_context,
+    screens_dir,
+)
 from tests.support.ipn import ipn_payload, signed
 from tests.support.servers import free_port, serve_in_thread
 from tests.support.shop import Paying, paying_order
 
 try:
-    from playwright.async_api import Browser, Page, Route, async_playwright, expect
+    from playwright.async_api import Browser, Page, async_playwright, expect
 except ImportError as exc:  # a loud collection error, never a skip
     raise ImportError("tests/browser needs playwright: .venv/bin/pip install -e '.[dev]'") from exc
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).parent
-AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
-WAIT_MS = 10_000
 WIDTHS = (1280, 390)
 TOKEN = "browser-test-admin-token-of-32-characters"
 SECRET = "browser-test-ipn-secret"
 Sessions = async_sessionmaker[AsyncSession]
 
 
-def _screens_dir() -> Path:
-    wanted = Path(os.environ.get("SCREENS", "/work/screens/console"))
-    try:
-        wanted.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        wanted = Path(tempfile.gettempdir()) / "cryptocheckout-console-screens"
-        wanted.mkdir(parents=True, exist_ok=True)
-    return wanted
-
-
-SCREENS = _screens_dir()
+SCREENS = screens_dir("/work/screens/console", "cryptocheckout-console-screens")
 AXE_RESULTS = SCREENS / "axe.json"
 
 
@@ -231,26 +222,9 @@ class Staff:
 
 @pytest.fixture
 async def staff(browser: Browser) -> AsyncIterator[Staff]:
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    elsewhere: list[str] = []
-    csp_errors: list[str] = []
-
-    async def loopback_only(route: Route) -> None:
-        if urlsplit(route.request.url).hostname == "127.0.0.1":
-            await route.continue_()
-        else:
-            elsewhere.append(route.request.url)
-            await route.abort()
-
-    await context.route("**/*", loopback_only)
+    context, elsewhere = await loopback_context(browser)
     page = await context.new_page()
-    page.on(
-        "console",
-        lambda message: (
-            csp_errors.append(message.text) if "Content Security Policy" in message.text else None
-        ),
-    )
+    csp_errors = csp_complaints(page)
     yield Staff(page, elsewhere, csp_errors)
     await context.close()
     assert elsewhere == [], f"requests off loopback: {elsewhere}"

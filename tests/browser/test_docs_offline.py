@@ -13,7 +13,7 @@ from playwright.async_api import Route, async_playwright, expect
 
 from cryptocheckout.app import create_app
 from cryptocheckout.config import Settings
-from tests.browser.test_sandbox_page import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.support import CHROMIUM, CHROMIUM_ARGS
 from tests.support.servers import serve_in_thread
 
 

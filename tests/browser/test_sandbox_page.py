@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -30,10 +29,11 @@ import pytest
 from cryptocheckout.nowpayments.signature import SIGNATURE_HEADER, verify_ipn_signature
 from cryptocheckout.sandbox import SandboxConfig, create_sandbox_app
 from cryptocheckout.sandbox.coins import quote_pay_amount
+from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, loopback_context
 from tests.support.servers import free_port, serve_in_thread
 
 try:
-    from playwright.async_api import Browser, Page, Route, async_playwright, expect
+    from playwright.async_api import Browser, Page, async_playwright, expect
     from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 except ImportError as exc:  # a loud collection error, never a skip
     raise ImportError(
@@ -41,24 +41,10 @@ except ImportError as exc:  # a loud collection error, never a skip
         ".venv/bin/pip install -e '.[dev]'"
     ) from exc
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Without the background-networking flags Chromium keeps calling Google services, which a
-# closed network refuses; the test browser needs nothing but loopback.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 API_KEY = "browser-test-api-key"
 IPN_SECRET = "browser-test-ipn-secret"
 STEP_DELAY = 0.02
-WAIT_MS = 10_000  # upper bound for any one wait; a passing run needs about a second
 PRICE = Decimal("12.5")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -177,18 +163,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(viewport={"width": 1000, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    elsewhere: list[str] = []
-
-    async def loopback_only(route: Route) -> None:
-        if urlsplit(route.request.url).hostname == "127.0.0.1":
-            await route.continue_()
-        else:
-            elsewhere.append(route.request.url)
-            await route.abort()
-
-    await context.route("**/*", loopback_only)
+    context, elsewhere = await loopback_context(browser, width=1000)
     page = await context.new_page()
     yield page
     await context.close()

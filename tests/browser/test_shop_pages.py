@@ -11,16 +11,12 @@ SCREENS (default /work/screens/pages, or a temporary directory when that cannot 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -33,36 +29,30 @@ from cryptocheckout.catalogue.service import add_keys
 from cryptocheckout.config import Settings
 from cryptocheckout.payments.models import Payment, PaymentStatus
 from cryptocheckout.sandbox import SandboxConfig, create_sandbox_app
-from tests.browser.test_sandbox_page import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.support import (
+    AXE,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    csp_complaints,
+    loopback_context,
+    screens_dir,
+)
 from tests.support.servers import free_port, serve_in_thread
 from tests.support.shop import TEST_KEY_RING
 
 try:
-    from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright, expect
+    from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 except ImportError as exc:  # a loud collection error, never a skip
     raise ImportError("tests/browser needs playwright: .venv/bin/pip install -e '.[dev]'") from exc
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).parent
-AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
-WAIT_MS = 10_000
 WIDTHS = (390, 1280)
 SECRET = "test-ipn-secret"
 Sessions = async_sessionmaker[AsyncSession]
 
 
-def _screens_dir() -> Path:
-    wanted = Path(os.environ.get("SCREENS", "/work/screens/pages"))
-    try:
-        wanted.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        wanted = Path(tempfile.gettempdir()) / "cryptocheckout-screens"
-        wanted.mkdir(parents=True, exist_ok=True)
-    return wanted
-
-
-SCREENS = _screens_dir()
+SCREENS = screens_dir("/work/screens/pages", "cryptocheckout-screens")
 
 
 # -- servers ------------------------------------------------------------------------------
@@ -160,29 +150,9 @@ class Customer:
 
 
 async def new_customer(browser: Browser, *, javascript: bool = True) -> Customer:
-    context = await browser.new_context(
-        viewport={"width": 1280, "height": 900}, java_script_enabled=javascript
-    )
-    context.set_default_timeout(WAIT_MS)
-    elsewhere: list[str] = []
-    csp_errors: list[str] = []
-
-    async def loopback_only(route: Route) -> None:
-        if urlsplit(route.request.url).hostname == "127.0.0.1":
-            await route.continue_()
-        else:
-            elsewhere.append(route.request.url)
-            await route.abort()
-
-    await context.route("**/*", loopback_only)
+    context, elsewhere = await loopback_context(browser, javascript=javascript)
     page = await context.new_page()
-    page.on(
-        "console",
-        lambda message: (
-            csp_errors.append(message.text) if "Content Security Policy" in message.text else None
-        ),
-    )
-    return Customer(context, page, elsewhere, csp_errors)
+    return Customer(context, page, elsewhere, csp_complaints(page))
 
 
 @pytest.fixture
