@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cryptocheckout.app import create_app
 from cryptocheckout.config import Settings
-from cryptocheckout.payments.models import Payment
+from cryptocheckout.kit.clock import utcnow
+from cryptocheckout.payments.models import Payment, PaymentKind, PaymentStatus
 from cryptocheckout.sandbox import SandboxConfig, create_sandbox_app
 from cryptocheckout.webhooks.models import WebhookLog
 from tests.conftest import ADMIN_TOKEN
@@ -103,6 +105,39 @@ class Checkout:
             f"/sandbox/payments/{external_id}/drive", json={"outcome": outcome, **extra}
         )
         assert response.status_code == 202, response.text
+
+    async def unanswered(self, order: dict[str, Any], age: timedelta) -> Payment:
+        """A BTC payment recorded `age` ago whose NOWPayments answer never came (a crash)."""
+        async with self.sessionmaker() as session:
+            stuck = Payment(
+                order_id=uuid.UUID(order["id"]),
+                kind=PaymentKind.PAYMENT,
+                status=PaymentStatus.CREATED,
+                price_amount=Decimal(order["total"]),
+                price_currency="USD",
+                pay_currency="btc",
+                created_at=utcnow() - age,
+            )
+            session.add(stuck)
+            await session.commit()
+            return stuck
+
+    async def lost_create(self, order: dict[str, Any]) -> dict[str, Any]:
+        """The create call whose answer the shop lost, as the shop made it: at the sandbox."""
+        made = await self.sandbox.post(
+            "/v1/payment",
+            json={
+                "price_amount": order["total"],
+                "price_currency": "usd",
+                "pay_currency": "btc",
+                "order_id": order["id"],
+                "ipn_callback_url": f"{self.shop.base_url}/api/webhooks/nowpayments",
+            },
+            headers={"x-api-key": "test-api-key"},
+        )
+        assert made.status_code == 201, made.text
+        answer: dict[str, Any] = made.json()
+        return answer
 
     async def payment_row(self, payment_id: str) -> Payment:
         async with self.sessionmaker() as session:
@@ -282,22 +317,10 @@ async def test_a_payment_left_created_is_replaced(checkout: Checkout) -> None:
     """A crash between NOWPayments' answer and our commit leaves a `created` payment."""
     from datetime import timedelta
 
-    from cryptocheckout.kit.clock import utcnow
-    from cryptocheckout.payments.models import PaymentKind, PaymentStatus
+    from cryptocheckout.payments.models import PaymentStatus
 
     order = await checkout.order()
-    async with checkout.sessionmaker() as session:
-        stuck = Payment(
-            order_id=uuid.UUID(order["id"]),
-            kind=PaymentKind.PAYMENT,
-            status=PaymentStatus.CREATED,
-            price_amount=Decimal(order["total"]),
-            price_currency="USD",
-            pay_currency="btc",
-            created_at=utcnow() - timedelta(minutes=5),
-        )
-        session.add(stuck)
-        await session.commit()
+    stuck = await checkout.unanswered(order, timedelta(minutes=5))
     fresh = await checkout.pay(order)
     assert fresh.status_code == 201, fresh.text
     assert fresh.json()["id"] != str(stuck.id) and fresh.json()["pay_address"]
@@ -402,41 +425,18 @@ async def test_a_payment_made_before_a_crash_is_confirmed_and_adopted(
     payment's signed notifications are confirmed with GET /v1/payment/{id} and adopted."""
     from datetime import timedelta
 
-    from cryptocheckout.kit.clock import utcnow
-    from cryptocheckout.payments.models import PaymentKind, PaymentStatus
+    from cryptocheckout.payments.models import PaymentStatus
 
     order = await checkout.order()
-    async with checkout.sessionmaker() as session:
-        stuck = Payment(
-            order_id=uuid.UUID(order["id"]),
-            kind=PaymentKind.PAYMENT,
-            status=PaymentStatus.CREATED,
-            price_amount=Decimal(order["total"]),
-            price_currency="USD",
-            pay_currency="btc",
-            created_at=utcnow() - timedelta(minutes=1),
-        )
-        session.add(stuck)
-        await session.commit()
+    stuck = await checkout.unanswered(order, timedelta(minutes=1))
     # The call whose answer was lost, as the shop made it.
-    made = await checkout.sandbox.post(
-        "/v1/payment",
-        json={
-            "price_amount": order["total"],
-            "price_currency": "usd",
-            "pay_currency": "btc",
-            "order_id": order["id"],
-            "ipn_callback_url": f"{checkout.shop.base_url}/api/webhooks/nowpayments",
-        },
-        headers={"x-api-key": "test-api-key"},
-    )
-    assert made.status_code == 201, made.text
-    external_id = str(made.json()["payment_id"])
+    made = await checkout.lost_create(order)
+    external_id = str(made["payment_id"])
     await checkout.drive(external_id, "finished")
     await checkout.wait_for(order, "fulfilled")
     row = await checkout.payment_row(str(stuck.id))
     assert row.external_id == external_id and row.status is PaymentStatus.FINISHED
-    assert row.pay_address == made.json()["pay_address"]
+    assert row.pay_address == made["pay_address"]
 
 
 async def test_a_notification_for_a_payment_nowpayments_does_not_confirm_is_not_adopted(
@@ -445,24 +445,10 @@ async def test_a_notification_for_a_payment_nowpayments_does_not_confirm_is_not_
     """A signed notification alone does not adopt: the API must know the payment."""
     from datetime import timedelta
 
-    from cryptocheckout.kit.clock import utcnow
     from cryptocheckout.kit.jobs_models import Job, JobStatus
-    from cryptocheckout.payments.models import PaymentKind, PaymentStatus
 
     order = await checkout.order()
-    async with checkout.sessionmaker() as session:
-        session.add(
-            Payment(
-                order_id=uuid.UUID(order["id"]),
-                kind=PaymentKind.PAYMENT,
-                status=PaymentStatus.CREATED,
-                price_amount=Decimal(order["total"]),
-                price_currency="USD",
-                pay_currency="btc",
-                created_at=utcnow() - timedelta(minutes=1),
-            )
-        )
-        await session.commit()
+    await checkout.unanswered(order, timedelta(minutes=1))
     body, headers = signed(
         ipn_payload(
             "777000111",
@@ -496,24 +482,11 @@ async def test_a_created_payment_is_replaced_once_its_call_cannot_still_run(
     """Replaced after the provider call's deadline plus a margin (30 s), not minutes later."""
     from datetime import timedelta
 
-    from cryptocheckout.kit.clock import utcnow
-    from cryptocheckout.payments.models import PaymentKind, PaymentStatus
     from cryptocheckout.payments.service import ABANDON_AFTER
 
     assert timedelta(seconds=30) >= ABANDON_AFTER
     order = await checkout.order()
-    async with checkout.sessionmaker() as session:
-        stuck = Payment(
-            order_id=uuid.UUID(order["id"]),
-            kind=PaymentKind.PAYMENT,
-            status=PaymentStatus.CREATED,
-            price_amount=Decimal(order["total"]),
-            price_currency="USD",
-            pay_currency="btc",
-            created_at=utcnow() - timedelta(seconds=age_seconds),
-        )
-        session.add(stuck)
-        await session.commit()
+    stuck = await checkout.unanswered(order, timedelta(seconds=age_seconds))
     answer = await checkout.pay(order)
     if replaced:
         assert answer.status_code == 201 and answer.json()["id"] != str(stuck.id)
@@ -548,18 +521,8 @@ async def test_a_create_past_its_deadline_is_an_unknown_outcome_then_adopted(
         )
     # NOWPayments did make it (the sandbox drops a request its client left, so the test
     # makes it as the lost call would have).
-    made = await checkout.sandbox.post(
-        "/v1/payment",
-        json={
-            "price_amount": order["total"],
-            "price_currency": "usd",
-            "pay_currency": "btc",
-            "order_id": order["id"],
-            "ipn_callback_url": f"{checkout.shop.base_url}/api/webhooks/nowpayments",
-        },
-        headers={"x-api-key": "test-api-key"},
-    )
-    external_id = str(made.json()["payment_id"])
+    made = await checkout.lost_create(order)
+    external_id = str(made["payment_id"])
     await checkout.drive(external_id, "finished")
     await checkout.wait_for(order, "fulfilled")
     row = await checkout.payment_row(str(lost.id))
